@@ -1,0 +1,3 @@
+from nanosmol.cli import main
+
+main()
