@@ -1,0 +1,71 @@
+"""Quantized weight matrices kept as their raw GGUF blocks, with Numba kernels on the blocks."""
+
+from __future__ import annotations
+
+import numpy as np
+from gguf import GGMLQuantizationType
+
+from nanosmol.quants.blocks import SUPPORTED_TYPES, block_geometry
+from nanosmol.quants import kernels
+
+__all__ = ["QuantMatrix", "SUPPORTED_TYPES", "UnsupportedTypeError"]
+
+TILE_ROWS = 512  # weight rows dequantized per BLAS call in matmul
+SMALL_BATCH = 4  # up to this many activation rows, repeated matvec beats dequantize + BLAS
+
+
+class UnsupportedTypeError(ValueError):
+    pass
+
+
+class QuantMatrix:
+    """A weight matrix [rows, cols] as its raw GGUF block bytes (a view, never a copy)."""
+
+    def __init__(self, raw: np.ndarray, qtype, rows: int, cols: int, name: str = ""):
+        try:
+            qtype = GGMLQuantizationType(qtype)
+        except ValueError:
+            raise UnsupportedTypeError(f"tensor {name!r}: unknown GGML type {qtype}") from None
+        if qtype not in SUPPORTED_TYPES:
+            raise UnsupportedTypeError(
+                f"tensor {name!r} has type {qtype.name}, which nanosmol does not support "
+                f"(supported: {', '.join(sorted(t.name for t in SUPPORTED_TYPES))})"
+            )
+        block_size, block_bytes = block_geometry(qtype)
+        if cols % block_size:
+            raise ValueError(f"tensor {name!r}: {cols} columns is not a multiple of the {qtype.name} block {block_size}")
+        row_bytes = cols // block_size * block_bytes
+        if raw.size != rows * row_bytes:
+            raise ValueError(f"tensor {name!r}: {raw.size} bytes, expected {rows * row_bytes}")
+        self.name, self.qtype, self.rows, self.cols = name, qtype, rows, cols
+        self.code = int(qtype)
+        self.raw = raw.reshape(rows, row_bytes)
+
+    def dequantize_rows(self, row_ids) -> np.ndarray:
+        ids = np.ascontiguousarray(row_ids, dtype=np.int64)
+        if ids.size and (ids.min() < 0 or ids.max() >= self.rows):
+            raise IndexError(f"row index out of range for {self.name!r} with {self.rows} rows")
+        out = np.empty((ids.shape[0], self.cols), np.float32)
+        return kernels.dequantize_rows(self.code, self.raw, ids, out)
+
+    def matvec(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if out is None:
+            out = np.empty(self.rows, np.float32)
+        return kernels.matvec(self.code, self.raw, x, out)
+
+    def matmul(self, X: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Y = X @ W.T for activations X [n, cols]."""
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        if out is None:
+            out = np.empty((X.shape[0], self.rows), np.float32)
+        if X.shape[0] <= SMALL_BATCH:
+            for i in range(X.shape[0]):
+                kernels.matvec(self.code, self.raw, X[i], out[i])
+            return out
+        tile = np.empty((min(TILE_ROWS, self.rows), self.cols), np.float32)
+        for r0 in range(0, self.rows, TILE_ROWS):
+            n = min(TILE_ROWS, self.rows - r0)
+            kernels.dequantize_tile(self.code, self.raw, r0, tile[:n])
+            out[:, r0 : r0 + n] = X @ tile[:n].T
+        return out

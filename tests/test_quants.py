@@ -1,0 +1,149 @@
+"""Quant kernels against an independent oracle: gguf-py's dequantize and float64 numpy."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T
+from gguf.quants import dequantize
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from nanosmol.quants import SUPPORTED_TYPES, TILE_ROWS, QuantMatrix, UnsupportedTypeError
+from nanosmol.quants.blocks import block_geometry
+
+# Byte offsets of the fp16 scale fields inside one block of each type.
+SCALE_FIELDS = {
+    T.Q8_0: (0,), T.Q4_0: (0,), T.Q5_0: (0,), T.Q4_1: (0, 2), T.Q5_1: (0, 2),
+    T.Q2_K: (80, 82), T.Q3_K: (108,), T.Q4_K: (0, 2), T.Q5_K: (0, 2), T.Q6_K: (208,),
+}
+FLOAT_TYPES = {T.F32: np.float32, T.F16: np.float16}
+TYPES = sorted(SUPPORTED_TYPES, key=lambda t: t.name)
+assert set(TYPES) == set(SCALE_FIELDS) | set(FLOAT_TYPES) | {T.BF16}
+
+EXAMPLES = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def random_blocks(qtype: T, rows: int, n_blocks: int, seed: int, scale: float = 1.0) -> np.ndarray:
+    """Valid raw bytes [rows, row_bytes]: random quants with finite fp16 scales."""
+    rng = np.random.default_rng(seed)
+    block_size, block_bytes = block_geometry(qtype)
+    cols = n_blocks * block_size
+    if qtype in FLOAT_TYPES:
+        values = np.clip(rng.standard_normal((rows, cols)) * scale, -65000, 65000).astype(FLOAT_TYPES[qtype])
+        return values.view(np.uint8).reshape(rows, -1)
+    if qtype == T.BF16:
+        bits = (rng.standard_normal((rows, cols)).astype(np.float32) * np.float32(scale)).view(np.uint32) >> 16
+        return bits.astype(np.uint16).view(np.uint8).reshape(rows, -1)
+    raw = rng.integers(0, 256, size=(rows, n_blocks, block_bytes), dtype=np.uint8)
+    for offset in SCALE_FIELDS[qtype]:
+        d = (rng.uniform(-1, 1, size=(rows, n_blocks)) * scale).astype(np.float16)
+        raw[:, :, offset : offset + 2] = d.view(np.uint8).reshape(rows, n_blocks, 2)
+    return raw.reshape(rows, -1)
+
+
+def oracle(qtype: T, raw: np.ndarray) -> np.ndarray:
+    return dequantize(raw, qtype).astype(np.float32).reshape(raw.shape[0], -1)
+
+
+def assert_close_to_float_rounding(ours: np.ndarray, expected: np.ndarray) -> None:
+    # Exact up to fused multiply-adds, which round once where numpy rounds twice.
+    scale = float(np.abs(expected).max()) if expected.size else 0.0
+    np.testing.assert_allclose(ours, expected, rtol=2**-21, atol=2**-21 * scale)
+
+
+def assert_product_close(ours: np.ndarray, W: np.ndarray, X: np.ndarray) -> None:
+    """ours ~ W @ X in float64, within 1e-5 of the output's scale (|W| @ |X|)."""
+    expected = W.astype(np.float64) @ X.astype(np.float64)
+    scale = np.abs(W).astype(np.float64) @ np.abs(X).astype(np.float64)
+    assert np.all(np.abs(ours - expected) <= 1e-5 * scale.max() + 1e-30)
+
+
+def matrix(qtype: T, rows: int, n_blocks: int, seed: int, scale: float = 1.0) -> tuple[QuantMatrix, np.ndarray]:
+    raw = random_blocks(qtype, rows, n_blocks, seed, scale)
+    cols = n_blocks * block_geometry(qtype)[0]
+    return QuantMatrix(raw.reshape(-1), qtype, rows, cols, name="w"), oracle(qtype, raw)
+
+
+shapes = st.tuples(st.integers(1, 9), st.integers(1, 4), st.integers(0, 2**32 - 1))
+
+
+@pytest.mark.parametrize("qtype", TYPES, ids=lambda t: t.name)
+@EXAMPLES
+@given(shape=shapes)
+def test_dequantize_rows_matches_gguf(qtype, shape):
+    rows, n_blocks, seed = shape
+    m, W = matrix(qtype, rows, n_blocks, seed)
+    ids = np.random.default_rng(seed).integers(0, rows, size=rows + 2)
+    assert_close_to_float_rounding(m.dequantize_rows(ids), W[ids])
+
+
+@pytest.mark.parametrize("qtype", TYPES, ids=lambda t: t.name)
+@EXAMPLES
+@given(shape=shapes)
+def test_matvec_matches_float64(qtype, shape):
+    rows, n_blocks, seed = shape
+    m, W = matrix(qtype, rows, n_blocks, seed)
+    x = np.random.default_rng(seed + 1).standard_normal(m.cols).astype(np.float32)
+    assert_product_close(m.matvec(x), W, x)
+
+
+@pytest.mark.parametrize("qtype", TYPES, ids=lambda t: t.name)
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n=st.integers(1, 40), rows=st.sampled_from([1, 7, 33, TILE_ROWS + 3]), seed=st.integers(0, 2**32 - 1))
+def test_matmul_matches_float64(qtype, n, rows, seed):
+    m, W = matrix(qtype, rows, 2, seed)
+    X = np.random.default_rng(seed + 1).standard_normal((n, m.cols)).astype(np.float32)
+    out = m.matmul(X)
+    assert out.shape == (n, rows)
+    assert_product_close(out.T, W, X.T)
+
+
+@pytest.mark.parametrize("qtype", TYPES, ids=lambda t: t.name)
+def test_thread_counts_agree(qtype):
+    m, _ = matrix(qtype, 67, 3, seed=5)
+    x = np.random.default_rng(6).standard_normal(m.cols).astype(np.float32)
+    results = []
+    for threads in (1, 2):
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        results.append(m.matvec(x))
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    np.testing.assert_allclose(results[0], results[1], rtol=1e-6, atol=1e-6 * np.abs(results[0]).max())
+
+
+@pytest.mark.parametrize("qtype", TYPES, ids=lambda t: t.name)
+@pytest.mark.parametrize("scale", [0.0, 1e-4, 60000.0])
+def test_zero_and_extreme_scales(qtype, scale):
+    m, W = matrix(qtype, 3, 1, seed=7, scale=scale)
+    assert np.all(np.isfinite(W))
+    x = np.random.default_rng(8).standard_normal(m.cols).astype(np.float32) * 1e-3
+    assert_close_to_float_rounding(m.dequantize_rows([0, 1, 2]), W)
+    assert_product_close(m.matvec(x), W, x)
+    if scale == 0.0 and qtype not in (T.Q4_1, T.Q5_1, T.Q2_K, T.Q4_K, T.Q5_K):  # types with mins keep them
+        assert not np.any(m.matvec(x))
+
+
+@pytest.mark.parametrize("qtype", [T.Q8_0, T.Q4_K, T.F16])
+def test_one_block_one_row_and_non_contiguous_input(qtype):
+    m, W = matrix(qtype, 1, 1, seed=9)
+    wide = np.random.default_rng(10).standard_normal(2 * m.cols).astype(np.float32)
+    x = wide[::2]
+    assert not x.flags.c_contiguous
+    assert_product_close(m.matvec(x), W, x)
+    assert_product_close(m.matmul(np.stack([x] * 6)).T, W, np.stack([x] * 6).T)
+
+
+@pytest.mark.parametrize("qtype", [T.IQ2_XXS, T.TQ1_0, T.MXFP4, T.IQ4_NL])
+def test_unsupported_types_are_refused_by_name(qtype):
+    block_size, block_bytes = GGML_QUANT_SIZES[qtype]
+    with pytest.raises(UnsupportedTypeError, match=f"blk.0.ffn_up.weight.*{qtype.name}"):
+        QuantMatrix(np.zeros(block_bytes, np.uint8), qtype, 1, block_size, name="blk.0.ffn_up.weight")
+
+
+def test_matvec_writes_into_given_buffer():
+    m, W = matrix(T.Q8_0, 5, 2, seed=11)
+    out = np.full(5, np.nan, np.float32)
+    x = np.ones(m.cols, np.float32)
+    assert m.matvec(x, out) is out
+    assert_product_close(out, W, x)
