@@ -1,9 +1,13 @@
 """GGML block layouts: each decoder turns one block of raw bytes into float32 values.
 
 Written from ggml's block structs and dequantize_row_* (ggml-common.h, ggml-quants.c).
-Every decoder has the signature (row, o, out, j): the block's bytes start at row[o],
-its values go to out[j : j + block_size]. `row` is a uint8 array; fp16 scales are read
-as raw bits through a lookup table, because float16 arrays cannot enter Numba.
+Every block function has the signature (row, o, x, acc, out, j, dot): the block's bytes
+start at row[o] and its values are the row's values j, j+1, ... Each value goes to `emit`,
+which either accumulates value * x[j + k] into one of 32 float32 lanes (dot=True, matvec)
+or stores it in out[j + k] (dot=False, dequantization). `dot` is a constant at every call
+site, so after inlining LLVM keeps one branch and vectorizes the loop: one decoder per type
+serves both kernels. `row` is a uint8 array; fp16 scales are read as raw bits through a
+lookup table, because float16 arrays cannot enter Numba.
 """
 
 from __future__ import annotations
@@ -44,106 +48,120 @@ def u32(row, o):
     return np.int64(row[o]) | (np.int64(row[o + 1]) << 8) | (np.int64(row[o + 2]) << 16) | (np.int64(row[o + 3]) << 24)
 
 
-# -- plain floats (a "block" of 32 values, for uniform kernels) -------------------------
+
+@njit(**INLINE)
+def emit(value, k, x, acc, out, j, dot):
+    """The block's k-th value: into lane k % 32 of the dot product, or into out[j + k]."""
+    if dot:
+        acc[k & 31] += value * x[j + k]
+    else:
+        out[j + k] = value
+
+
+# -- plain floats (in "blocks" of 32 values, for uniform kernels) -----------------------
 
 
 @njit(**INLINE)
-def decode_f32(row, o, out, j):
+def block_f32(row, o, x, acc, out, j, dot):
     values = row[o : o + 128].view(np.float32)
     for i in range(32):
-        out[j + i] = values[i]
+        emit(values[i], i, x, acc, out, j, dot)
 
 
 @njit(**INLINE)
-def decode_f16(row, o, out, j):
+def block_f16(row, o, x, acc, out, j, dot):
     for i in range(32):
-        out[j + i] = f16(row, o + 2 * i)
+        emit(f16(row, o + 2 * i), i, x, acc, out, j, dot)
 
 
 @njit(**INLINE)
-def decode_bf16(row, o, out, j):
+def block_bf16(row, o, x, acc, out, j, dot):
     for i in range(32):
-        out[j + i] = BF16_TO_F32[np.int64(row[o + 2 * i]) | (np.int64(row[o + 2 * i + 1]) << 8)]
+        emit(BF16_TO_F32[np.int64(row[o + 2 * i]) | (np.int64(row[o + 2 * i + 1]) << 8)], i, x, acc, out, j, dot)
 
 
 # -- 32-value blocks ------------------------------------------------------------------
 
 
 @njit(**INLINE)
-def decode_q8_0(row, o, out, j):
+def block_q8_0(row, o, x, acc, out, j, dot):
     # d (f16), qs[32] int8
     d = f16(row, o)
     for i in range(32):
-        out[j + i] = d * np.float32(np.int8(row[o + 2 + i]))
+        emit(d * np.float32(np.int8(row[o + 2 + i])), i, x, acc, out, j, dot)
 
 
 @njit(**INLINE)
-def decode_q4_0(row, o, out, j):
+def block_q4_0(row, o, x, acc, out, j, dot):
     # d (f16), qs[16]: low nibbles are values 0..15, high nibbles 16..31, offset by 8
     d = f16(row, o)
     for i in range(16):
-        q = row[o + 2 + i]
-        out[j + i] = d * np.float32(np.int32(q & 0xF) - 8)
-        out[j + i + 16] = d * np.float32(np.int32(q >> 4) - 8)
+        q = np.int32(row[o + 2 + i])
+        emit(d * np.float32((q & 0xF) - 8), i, x, acc, out, j, dot)
+        emit(d * np.float32((q >> 4) - 8), i + 16, x, acc, out, j, dot)
 
 
 @njit(**INLINE)
-def decode_q4_1(row, o, out, j):
+def block_q4_1(row, o, x, acc, out, j, dot):
     # d, m (f16), qs[16]: value = d * q + m
     d = f16(row, o)
     m = f16(row, o + 2)
     for i in range(16):
-        q = row[o + 4 + i]
-        out[j + i] = d * np.float32(q & 0xF) + m
-        out[j + i + 16] = d * np.float32(q >> 4) + m
+        q = np.int32(row[o + 4 + i])
+        emit(d * np.float32(q & 0xF) + m, i, x, acc, out, j, dot)
+        emit(d * np.float32(q >> 4) + m, i + 16, x, acc, out, j, dot)
 
 
 @njit(**INLINE)
-def decode_q5_0(row, o, out, j):
+def q5_values(q, qh, i):
+    """Low and high 5-bit values of byte i of a Q5_0/Q5_1 block (fifth bits in qh)."""
+    lo = (q & 0xF) | (((qh >> i) << 4) & 0x10)
+    hi = (q >> 4) | ((qh >> (i + 12)) & 0x10)
+    return lo, hi
+
+
+@njit(**INLINE)
+def block_q5_0(row, o, x, acc, out, j, dot):
     # d (f16), qh (u32: the 5th bit of each value), qs[16]; offset by 16
     d = f16(row, o)
     qh = u32(row, o + 2)
     for i in range(16):
-        q = np.int64(row[o + 6 + i])
-        lo = (q & 0xF) | (((qh >> i) << 4) & 0x10)
-        hi = (q >> 4) | ((qh >> (i + 12)) & 0x10)
-        out[j + i] = d * np.float32(lo - 16)
-        out[j + i + 16] = d * np.float32(hi - 16)
+        lo, hi = q5_values(np.int64(row[o + 6 + i]), qh, i)
+        emit(d * np.float32(lo - 16), i, x, acc, out, j, dot)
+        emit(d * np.float32(hi - 16), i + 16, x, acc, out, j, dot)
 
 
 @njit(**INLINE)
-def decode_q5_1(row, o, out, j):
+def block_q5_1(row, o, x, acc, out, j, dot):
     # d, m (f16), qh (u32), qs[16]: value = d * q + m
     d = f16(row, o)
     m = f16(row, o + 2)
     qh = u32(row, o + 4)
     for i in range(16):
-        q = np.int64(row[o + 8 + i])
-        lo = (q & 0xF) | (((qh >> i) << 4) & 0x10)
-        hi = (q >> 4) | ((qh >> (i + 12)) & 0x10)
-        out[j + i] = d * np.float32(lo) + m
-        out[j + i + 16] = d * np.float32(hi) + m
+        lo, hi = q5_values(np.int64(row[o + 8 + i]), qh, i)
+        emit(d * np.float32(lo) + m, i, x, acc, out, j, dot)
+        emit(d * np.float32(hi) + m, i + 16, x, acc, out, j, dot)
 
 
 # -- 256-value k-quant super-blocks ----------------------------------------------------
 
 
 @njit(**INLINE)
-def decode_q2_k(row, o, out, j):
+def block_q2_k(row, o, x, acc, out, j, dot):
     # scales[16] (4-bit scale | 4-bit min), qs[64] (2-bit values), d, dmin (f16)
     d = f16(row, o + 80)
     dmin = f16(row, o + 82)
     for half in range(2):
         q = o + 16 + 32 * half
-        for k in range(8):  # sub-blocks of 16, four bit-planes of two groups
+        for k in range(8):  # sub-blocks of 16: four bit planes of two groups each
             sc = row[o + half * 8 + k]
             dl = d * np.float32(sc & 0xF)
             ml = dmin * np.float32(sc >> 4)
             shift = 2 * (k // 2)
             base = 16 * (k % 2)
-            y = j + half * 128 + 16 * k
             for i in range(16):
-                out[y + i] = dl * np.float32((row[q + base + i] >> shift) & 3) - ml
+                value = dl * np.float32((np.int32(row[q + base + i]) >> shift) & 3) - ml
+                emit(value, half * 128 + 16 * k + i, x, acc, out, j, dot)
 
 
 @njit(**INLINE)
@@ -155,7 +173,7 @@ def q3_k_scale(row, o, k):
 
 
 @njit(**INLINE)
-def decode_q3_k(row, o, out, j):
+def block_q3_k(row, o, x, acc, out, j, dot):
     # hmask[32] (the 3rd bit), qs[64] (low 2 bits), scales[12] (16 x 6 bits), d (f16)
     d = f16(row, o + 108)
     for half in range(2):
@@ -165,11 +183,10 @@ def decode_q3_k(row, o, out, j):
             shift = 2 * (k // 2)
             base = 16 * (k % 2)
             mask = 1 << (half * 4 + k // 2)
-            y = j + half * 128 + 16 * k
             for i in range(16):
-                low = (np.int64(row[q + base + i]) >> shift) & 3
-                high_missing = 0 if (row[o + base + i] & mask) else 4
-                out[y + i] = dl * np.float32(low - high_missing)
+                low = (np.int32(row[q + base + i]) >> shift) & 3
+                high_missing = np.int32(0) if (row[o + base + i] & mask) else np.int32(4)
+                emit(dl * np.float32(low - high_missing), half * 128 + 16 * k + i, x, acc, out, j, dot)
 
 
 @njit(**INLINE)
@@ -183,7 +200,7 @@ def k4_scale_min(row, o, k):
 
 
 @njit(**INLINE)
-def decode_q4_k(row, o, out, j):
+def block_q4_k(row, o, x, acc, out, j, dot):
     # d, dmin (f16), scales[12], qs[128]: 8 sub-blocks of 32 values
     d = f16(row, o)
     dmin = f16(row, o + 2)
@@ -193,14 +210,14 @@ def decode_q4_k(row, o, out, j):
         d1, d2 = d * np.float32(sc1), d * np.float32(sc2)
         mn1, mn2 = dmin * np.float32(m1), dmin * np.float32(m2)
         q = o + 16 + 32 * pair
-        y = j + 64 * pair
         for i in range(32):
-            out[y + i] = d1 * np.float32(row[q + i] & 0xF) - mn1
-            out[y + 32 + i] = d2 * np.float32(row[q + i] >> 4) - mn2
+            b = np.int32(row[q + i])
+            emit(d1 * np.float32(b & 0xF) - mn1, 64 * pair + i, x, acc, out, j, dot)
+            emit(d2 * np.float32(b >> 4) - mn2, 64 * pair + 32 + i, x, acc, out, j, dot)
 
 
 @njit(**INLINE)
-def decode_q5_k(row, o, out, j):
+def block_q5_k(row, o, x, acc, out, j, dot):
     # d, dmin (f16), scales[12], qh[32] (5th bits), qs[128]
     d = f16(row, o)
     dmin = f16(row, o + 2)
@@ -210,62 +227,75 @@ def decode_q5_k(row, o, out, j):
         d1, d2 = d * np.float32(sc1), d * np.float32(sc2)
         mn1, mn2 = dmin * np.float32(m1), dmin * np.float32(m2)
         q = o + 48 + 32 * pair
-        u1, u2 = 1 << (2 * pair), 2 << (2 * pair)
-        y = j + 64 * pair
         for i in range(32):
-            h = row[o + 16 + i]
-            lo = np.int64(row[q + i] & 0xF) + (16 if h & u1 else 0)
-            hi = np.int64(row[q + i] >> 4) + (16 if h & u2 else 0)
-            out[y + i] = d1 * np.float32(lo) - mn1
-            out[y + 32 + i] = d2 * np.float32(hi) - mn2
+            b = np.int32(row[q + i])
+            h = np.int32(row[o + 16 + i]) >> (2 * pair)
+            emit(d1 * np.float32((b & 0xF) | ((h & 1) << 4)) - mn1, 64 * pair + i, x, acc, out, j, dot)
+            emit(d2 * np.float32((b >> 4) | ((h & 2) << 3)) - mn2, 64 * pair + 32 + i, x, acc, out, j, dot)
 
 
 @njit(**INLINE)
-def decode_q6_k(row, o, out, j):
+def block_q6_k(row, o, x, acc, out, j, dot):
     # ql[128] (low 4 bits), qh[64] (high 2 bits), scales[16] int8, d (f16)
     d = f16(row, o + 208)
     for half in range(2):
         ql = o + 64 * half
         qh = o + 128 + 32 * half
-        sc = o + 192 + 8 * half
-        y = j + 128 * half
-        for i in range(32):
-            h = np.int64(row[qh + i])
-            a = np.int64(row[ql + i])
-            b = np.int64(row[ql + 32 + i])
-            s = i // 16
-            out[y + i] = d * np.float32(np.int8(row[sc + s])) * np.float32(((a & 0xF) | ((h & 3) << 4)) - 32)
-            out[y + 32 + i] = d * np.float32(np.int8(row[sc + s + 2])) * np.float32(((b & 0xF) | (((h >> 2) & 3) << 4)) - 32)
-            out[y + 64 + i] = d * np.float32(np.int8(row[sc + s + 4])) * np.float32(((a >> 4) | (((h >> 4) & 3) << 4)) - 32)
-            out[y + 96 + i] = d * np.float32(np.int8(row[sc + s + 6])) * np.float32(((b >> 4) | (((h >> 6) & 3) << 4)) - 32)
+        for s in range(2):  # the scale changes every 16 values
+            sc = o + 192 + 8 * half + s
+            d1, d2 = d * np.float32(np.int8(row[sc])), d * np.float32(np.int8(row[sc + 2]))
+            d3, d4 = d * np.float32(np.int8(row[sc + 4])), d * np.float32(np.int8(row[sc + 6]))
+            for i in range(16 * s, 16 * s + 16):
+                h = np.int32(row[qh + i])
+                a = np.int32(row[ql + i])
+                b = np.int32(row[ql + 32 + i])
+                y = 128 * half + i
+                emit(d1 * np.float32(((a & 0xF) | ((h & 3) << 4)) - 32), y, x, acc, out, j, dot)
+                emit(d2 * np.float32(((b & 0xF) | (((h >> 2) & 3) << 4)) - 32), y + 32, x, acc, out, j, dot)
+                emit(d3 * np.float32(((a >> 4) | (((h >> 4) & 3) << 4)) - 32), y + 64, x, acc, out, j, dot)
+                emit(d4 * np.float32(((b >> 4) | (((h >> 6) & 3) << 4)) - 32), y + 96, x, acc, out, j, dot)
 
 
 @njit(**INLINE)
-def decode_block(qtype, row, o, out, j):
-    """Decode the block of type `qtype` at row[o] into out[j:]. One branch, hoisted out of loops."""
+def row_values(qtype, row, x, acc, out, dot):
+    """Every block of one row through its type's block function (dispatch once per row)."""
+    n = x.shape[0] if dot else out.shape[0]
     if qtype == Q8_0:
-        decode_q8_0(row, o, out, j)
+        for b in range(n // 32):
+            block_q8_0(row, 34 * b, x, acc, out, 32 * b, dot)
     elif qtype == Q4_K:
-        decode_q4_k(row, o, out, j)
+        for b in range(n // 256):
+            block_q4_k(row, 144 * b, x, acc, out, 256 * b, dot)
     elif qtype == Q6_K:
-        decode_q6_k(row, o, out, j)
+        for b in range(n // 256):
+            block_q6_k(row, 210 * b, x, acc, out, 256 * b, dot)
     elif qtype == Q4_0:
-        decode_q4_0(row, o, out, j)
+        for b in range(n // 32):
+            block_q4_0(row, 18 * b, x, acc, out, 32 * b, dot)
     elif qtype == Q4_1:
-        decode_q4_1(row, o, out, j)
+        for b in range(n // 32):
+            block_q4_1(row, 20 * b, x, acc, out, 32 * b, dot)
     elif qtype == Q5_0:
-        decode_q5_0(row, o, out, j)
+        for b in range(n // 32):
+            block_q5_0(row, 22 * b, x, acc, out, 32 * b, dot)
     elif qtype == Q5_1:
-        decode_q5_1(row, o, out, j)
+        for b in range(n // 32):
+            block_q5_1(row, 24 * b, x, acc, out, 32 * b, dot)
     elif qtype == Q5_K:
-        decode_q5_k(row, o, out, j)
+        for b in range(n // 256):
+            block_q5_k(row, 176 * b, x, acc, out, 256 * b, dot)
     elif qtype == Q3_K:
-        decode_q3_k(row, o, out, j)
+        for b in range(n // 256):
+            block_q3_k(row, 110 * b, x, acc, out, 256 * b, dot)
     elif qtype == Q2_K:
-        decode_q2_k(row, o, out, j)
+        for b in range(n // 256):
+            block_q2_k(row, 84 * b, x, acc, out, 256 * b, dot)
     elif qtype == F16:
-        decode_f16(row, o, out, j)
+        for b in range(n // 32):
+            block_f16(row, 64 * b, x, acc, out, 32 * b, dot)
     elif qtype == BF16:
-        decode_bf16(row, o, out, j)
+        for b in range(n // 32):
+            block_bf16(row, 64 * b, x, acc, out, 32 * b, dot)
     else:
-        decode_f32(row, o, out, j)
+        for b in range(n // 32):
+            block_f32(row, 128 * b, x, acc, out, 32 * b, dot)
