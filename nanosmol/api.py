@@ -1,0 +1,119 @@
+"""The Python API: `nanosmol.load(...)` returns a Model that tokenizes, scores and generates."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from nanosmol.config import ModelConfig
+from nanosmol.generate import GenerationStats, generate_tokens, stream_text
+from nanosmol.gguf_file import GGUFFile
+from nanosmol.sampling import Sampler, SamplingParams
+from nanosmol.tokenizer import Tokenizer
+
+
+def load(path: str | os.PathLike | None = None, n_ctx: int = 4096, n_threads: int | None = None,
+         verbose: bool = False) -> "Model":
+    """Open a GGUF model (default: SmolLM2-135M-Instruct, fetched on first use)."""
+    if path is None:
+        from nanosmol.download import default_model_path
+
+        path = default_model_path()
+    return Model(path, n_ctx=n_ctx, n_threads=n_threads, verbose=verbose)
+
+
+class Model:
+    def __init__(self, path, n_ctx: int = 4096, n_threads: int | None = None, verbose: bool = False):
+        timings = {}
+        start = time.perf_counter()
+        self.path = Path(path)
+        self.gguf = GGUFFile(self.path)
+        self.config = ModelConfig.from_gguf(self.gguf.metadata, self.gguf.tensors)
+        timings["parse"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        self.tokenizer = Tokenizer.from_metadata(self.gguf.metadata)
+        timings["tokenizer"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        set_threads(n_threads)
+        announce_compilation()
+        from nanosmol.model import Transformer  # imports the jitted kernels
+
+        self.transformer = Transformer(self.gguf, self.config, n_ctx=n_ctx)
+        timings["weights"] = time.perf_counter() - start
+        self.load_timings = timings
+        self.n_ctx = n_ctx
+        self.last_stats = GenerationStats()
+        if verbose:
+            print(format_timings(timings), file=sys.stderr)
+
+    # -- tokens ---------------------------------------------------------------------
+    def tokenize(self, text: str, special: bool = False) -> list[int]:
+        return self.tokenizer.encode(text, special=special)
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(ids)
+
+    def chat_prompt(self, messages: Sequence[dict], add_generation_prompt: bool = True, **extra) -> str:
+        """The messages rendered with the file's chat template (ChatML when it has none)."""
+        from nanosmol.chat import render_chat
+
+        tok = self.tokenizer
+        return render_chat(self.gguf.metadata.get("tokenizer.chat_template"), messages, add_generation_prompt,
+                           bos_token=tok.token_text(tok.bos_id), eos_token=tok.token_text(tok.eos_id), **extra)
+
+    # -- scoring --------------------------------------------------------------------
+    def logits(self, ids: Sequence[int]) -> np.ndarray:
+        """float32 logits [len(ids), vocab] for every position, from an empty cache."""
+        self._check_ids(ids)
+        self.transformer.cache.reset()
+        return self.transformer.forward(np.asarray(ids, np.int64), all_logits=True)
+
+    # -- generation -----------------------------------------------------------------
+    def generate(self, prompt: str | Sequence[int], max_tokens: int = 256, temperature: float = 0.8,
+                 top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05, repeat_penalty: float = 1.0,
+                 repeat_last_n: int = 64, seed: int | None = None, stop: Sequence[str] = (),
+                 special: bool = False) -> Iterator[str]:
+        """Continue the prompt as is (no chat template), streaming text pieces."""
+        ids = self.tokenize(prompt, special=special) if isinstance(prompt, str) else list(prompt)
+        if not ids:
+            raise ValueError("the prompt is empty: give at least one token")
+        self._check_ids(ids)
+        params = SamplingParams(temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n, seed)
+        self.transformer.cache.reset()
+        self.last_stats = stats = GenerationStats()
+        tokens = generate_tokens(self.transformer.forward, ids, Sampler(params), max_tokens,
+                                 self.tokenizer.eog_ids, stats)
+        return stream_text(tokens, self.tokenizer.stream_decoder(), list(stop), stats)
+
+    def _check_ids(self, ids: Sequence[int]) -> None:
+        vocab = self.config.vocab_size
+        bad = [i for i in ids if not 0 <= int(i) < vocab]
+        if bad:
+            raise ValueError(f"token id {bad[0]} is outside the vocabulary (0..{vocab - 1})")
+
+
+def set_threads(n_threads: int | None) -> None:
+    import numba
+
+    n = numba.config.NUMBA_NUM_THREADS if n_threads is None else n_threads
+    if not 1 <= n <= numba.config.NUMBA_NUM_THREADS:
+        raise ValueError(f"threads must be within 1..{numba.config.NUMBA_NUM_THREADS}")
+    numba.set_num_threads(n)
+
+
+def announce_compilation() -> None:
+    """Say once, before the long wait, that Numba is compiling (its cache is empty)."""
+    package = Path(__file__).parent
+    if not any(package.rglob("__pycache__/*.nbi")):
+        print("nanosmol: compiling kernels, first run only (about a minute)...", file=sys.stderr)
+
+
+def format_timings(timings: dict[str, float]) -> str:
+    return "load: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in timings.items())

@@ -1,0 +1,116 @@
+"""Grouped-query attention over a preallocated KV ring buffer.
+
+Each layer keeps float32 K and V for `n_ctx` slots, allocated once. Slots fill in order;
+when all are taken, the oldest tokens after the first `n_keep` (an attention sink) are
+overwritten and generation goes on. Keys are stored after RoPE, so they keep the angles
+of their original positions; every slot remembers the position it holds.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+JIT = dict(cache=True, fastmath=True, boundscheck=False)
+
+
+class KVCache:
+    def __init__(self, n_layer: int, n_ctx: int, n_head_kv: int, head_dim: int, n_keep: int = 4):
+        if n_ctx <= n_keep:
+            raise ValueError(f"context {n_ctx} must be larger than n_keep {n_keep}")
+        self.n_ctx, self.n_keep = n_ctx, n_keep
+        # [layer, kv head, slot, dim]: each head's keys contiguous for the attention loop.
+        shape = (n_layer, n_head_kv, n_ctx, head_dim)
+        self.k = np.zeros(shape, np.float32)
+        self.v = np.zeros(shape, np.float32)
+        self.slot_pos = np.full(n_ctx, -1, np.int64)  # position held by each slot, -1 = empty
+        self.reset()
+
+    def reset(self) -> None:
+        self.n_seen = 0  # tokens stored since the reset; the next token's position
+        self.slot_pos[:] = -1
+
+    @property
+    def n_filled(self) -> int:
+        return min(self.n_seen, self.n_ctx)
+
+    @property
+    def ring_size(self) -> int:
+        return self.n_ctx - self.n_keep
+
+    def slots_for(self, n: int) -> np.ndarray:
+        """Slots for the next n tokens: in order until full, then cycling past the sink."""
+        seen = self.n_seen + np.arange(n)
+        ring = self.n_keep + (seen - self.n_keep) % self.ring_size
+        return np.where(seen < self.n_ctx, seen, ring)
+
+    def advance(self, slots: np.ndarray) -> np.ndarray:
+        """Claim slots for the next tokens; returns their positions."""
+        positions = self.n_seen + np.arange(len(slots), dtype=np.int64)
+        self.slot_pos[slots] = positions
+        self.n_seen += len(slots)
+        return positions
+
+    def truncate(self, n_tokens: int) -> None:
+        """Forget every token from position n_tokens on (only before the ring has wrapped)."""
+        if self.n_seen > self.n_ctx:
+            raise ValueError("cannot truncate a cache that has wrapped around")
+        self.slot_pos[n_tokens:] = -1
+        self.n_seen = min(self.n_seen, n_tokens)
+
+
+@njit(parallel=True, **JIT)
+def store_kv(k_cache, v_cache, k, v, slots, head_dim):
+    """Write rows k, v [T, n_kv * head_dim] into the layer's cache slots."""
+    n_kv = k_cache.shape[0]
+    for h in prange(n_kv):
+        for t in range(k.shape[0]):
+            s = slots[t]
+            for i in range(head_dim):
+                k_cache[h, s, i] = k[t, h * head_dim + i]
+                v_cache[h, s, i] = v[t, h * head_dim + i]
+
+
+@njit(parallel=True, **JIT)
+def attend(q, k_cache, v_cache, slot_pos, q_pos, n_filled, n_head, head_dim, out):
+    """Causal grouped-query attention with an online (numerically safe) softmax.
+
+    q: [T, n_head * head_dim] at positions q_pos; out: same shape. A query sees every
+    filled slot whose position is not after its own.
+    """
+    n_q = q.shape[0]
+    group = n_head // k_cache.shape[0]
+    scale = np.float32(1.0 / math.sqrt(head_dim))
+    for job in prange(n_q * n_head):
+        t, h = job // n_head, job % n_head
+        kvh = h // group
+        base = h * head_dim
+        for i in range(head_dim):
+            out[t, base + i] = 0.0
+        running_max = np.float32(-3.0e38)  # finite: fastmath assumes no infinities
+        denom = np.float32(0.0)
+        for s in range(n_filled):
+            p = slot_pos[s]
+            if p < 0 or p > q_pos[t]:
+                continue
+            score = np.float32(0.0)
+            for i in range(head_dim):
+                score += q[t, base + i] * k_cache[kvh, s, i]
+            score *= scale
+            if score > running_max:
+                # A new maximum: rescale what was accumulated so exp never overflows.
+                correction = np.float32(np.exp(running_max - score))
+                denom *= correction
+                for i in range(head_dim):
+                    out[t, base + i] *= correction
+                running_max = score
+            w = np.float32(np.exp(score - running_max))
+            denom += w
+            for i in range(head_dim):
+                out[t, base + i] += w * v_cache[kvh, s, i]
+        inv = np.float32(1.0) / denom
+        for i in range(head_dim):
+            out[t, base + i] *= inv
+    return out

@@ -1,0 +1,220 @@
+"""The `nanosmol` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import click
+
+from nanosmol.gguf_file import GGUFError, GGUFFile
+
+
+def fail(path: str, message: str, status: int = 2):
+    """One line on stderr, no traceback."""
+    click.echo(f"error: {path}: {message}", err=True)
+    sys.exit(status)
+
+
+def open_gguf(path: str) -> GGUFFile:
+    try:
+        return GGUFFile(path)
+    except GGUFError as e:
+        fail(path, str(e))
+    except OSError as e:
+        fail(path, e.strerror or str(e))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="nanosmol")
+def main():
+    """Run SmolLM2 and SmolLM3 GGUF models on a CPU."""
+
+
+@main.command("inspect-gguf")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--tensors", is_flag=True, help="List every tensor: name, type, shape, bytes, offset.")
+@click.option("--metadata", is_flag=True, help="Print every metadata key (long arrays shortened).")
+@click.option("--template", is_flag=True, help="Print the chat template.")
+@click.option("--ctx", type=click.IntRange(min=1), help="Estimate memory for running at this context.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object, for scripts.")
+def inspect_gguf(file, tensors, metadata, template, ctx, as_json):
+    """Explain a GGUF file and tell whether nanosmol can run it."""
+    from nanosmol.inspect_gguf import build_report, format_metadata, format_report
+
+    gguf = open_gguf(file)
+    report = build_report(gguf, ctx=ctx, with_tensors=tensors)
+    if as_json:
+        if metadata:
+            report["metadata"] = gguf.metadata
+        if template:
+            report["chat_template"] = gguf.metadata.get("tokenizer.chat_template")
+        click.echo(json.dumps(report, indent=1, default=str))
+        return
+    if template:
+        chat_template = gguf.metadata.get("tokenizer.chat_template")
+        click.echo(chat_template if chat_template is not None else "(no chat template in this file)")
+        return
+    click.echo(format_report(report))
+    if metadata:
+        click.echo("\nmetadata")
+        click.echo(format_metadata(gguf.metadata))
+
+
+def model_options(f):
+    """Options shared by the commands that load a model."""
+    options = [
+        click.option("-m", "--model", "model_path", type=click.Path(dir_okay=False),
+                     help="GGUF file (default: SmolLM2-135M-Instruct Q4_1, fetched on first use)."),
+        click.option("-c", "--ctx", "n_ctx", type=click.IntRange(min=8), default=4096, show_default=True,
+                     help="Context size in tokens (KV cache slots)."),
+        click.option("-t", "--threads", "n_threads", type=click.IntRange(min=1), help="Threads (default: all cores)."),
+        click.option("--verbose", is_flag=True, help="Print load time and tok/s at the end."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def sampling_options(f):
+    options = [
+        click.option("-n", "--max-tokens", type=click.IntRange(min=1), default=512, show_default=True),
+        click.option("--temp", "temperature", type=float, default=0.8, show_default=True, help="0 = greedy."),
+        click.option("--top-k", type=int, default=40, show_default=True, help="0 = off."),
+        click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=0.95, show_default=True),
+        click.option("--min-p", type=click.FloatRange(0, 1), default=0.05, show_default=True),
+        click.option("--repeat-penalty", type=click.FloatRange(0, min_open=True), default=1.0, show_default=True),
+        click.option("--repeat-last-n", type=click.IntRange(min=0), default=64, show_default=True),
+        click.option("--seed", type=int, help="Same seed, same text."),
+        click.option("--stop", multiple=True, help="Stop when this text appears (repeatable)."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def load_model(model_path, n_ctx, n_threads, verbose):
+    from nanosmol.api import load
+    from nanosmol.config import ConfigError
+    from nanosmol.download import DownloadError
+    from nanosmol.quants import UnsupportedTypeError
+
+    label = model_path or "default model"
+    try:
+        return load(model_path, n_ctx=n_ctx, n_threads=n_threads, verbose=verbose)
+    except (GGUFError, ConfigError, UnsupportedTypeError, DownloadError, ValueError) as e:
+        fail(label, str(e))
+    except OSError as e:
+        fail(label, e.strerror or str(e))
+
+
+@main.command()
+@click.argument("prompt")
+@model_options
+@sampling_options
+@click.option("--raw", is_flag=True, help="Feed the prompt as is, without the chat template.")
+def run(prompt, model_path, n_ctx, n_threads, verbose, max_tokens, temperature, top_k, top_p, min_p,
+        repeat_penalty, repeat_last_n, seed, stop, raw):
+    """Generate text from PROMPT, streaming it to stdout."""
+    from nanosmol.chat import ChatTemplateError
+
+    model = load_model(model_path, n_ctx, n_threads, verbose)
+    try:
+        text = prompt if raw else model.chat_prompt([{"role": "user", "content": prompt}])
+    except ChatTemplateError as e:
+        fail(str(model.path), str(e))
+    pieces = model.generate(text, max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                            min_p=min_p, repeat_penalty=repeat_penalty, repeat_last_n=repeat_last_n, seed=seed,
+                            stop=stop, special=not raw)
+    stream_to_stdout(pieces)
+    if verbose:
+        print_stats(model)
+
+
+def stream_to_stdout(pieces) -> None:
+    """Print pieces as they come; Ctrl-C ends the stream cleanly."""
+    try:
+        for piece in pieces:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        sys.stdout.write("\n")
+        click.echo("(interrupted)", err=True)
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+
+
+def print_stats(model) -> None:
+    s = model.last_stats
+    t = model.load_timings
+    click.echo(
+        f"load {sum(t.values()) * 1000:.0f} ms ({', '.join(f'{k} {v * 1000:.0f} ms' for k, v in t.items())})\n"
+        f"prefill {s.prompt_tokens} tokens in {s.prefill_seconds * 1000:.0f} ms ({s.prefill_tps:.1f} tok/s)\n"
+        f"decode {s.decode_steps} tokens in {s.decode_seconds * 1000:.0f} ms ({s.decode_tps:.1f} tok/s), "
+        f"stop: {s.stop_reason}",
+        err=True,
+    )
+
+
+@main.command()
+@click.argument("textfile", type=click.File("r", encoding="utf-8", errors="replace"))
+@model_options
+def perplexity(textfile, model_path, n_ctx, n_threads, verbose):
+    """Perplexity of the model on TEXTFILE (windows of --ctx tokens, second half scored)."""
+    from nanosmol.perplexity import perplexity_windows
+
+    text = textfile.read()
+    model = load_model(model_path, n_ctx, n_threads, verbose)
+    try:
+        ppl = None
+        for w, n, ppl in perplexity_windows(model, text, n_ctx):
+            click.echo(f"[{w + 1}/{n}] {ppl:.4f}", err=True)
+    except ValueError as e:
+        fail(textfile.name, str(e))
+    except KeyboardInterrupt:
+        click.echo("(interrupted)", err=True)
+    if ppl is not None:
+        click.echo(f"perplexity: {ppl:.4f}")
+
+
+def int_list(ctx, param, value: str) -> list[int]:
+    try:
+        numbers = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from None
+    if any(n < 0 for n in numbers):
+        raise click.BadParameter("values must not be negative")
+    return [n for n in numbers if n > 0]
+
+
+@main.command()
+@click.option("-m", "--model", "model_path", type=click.Path(dir_okay=False), help="GGUF file (default model if omitted).")
+@click.option("-p", "--prompt-lengths", default="64,512", show_default=True, callback=int_list,
+              help="Prefill tests: prompt lengths, comma-separated (0 = none).")
+@click.option("-n", "--gen-lengths", default="32", show_default=True, callback=int_list,
+              help="Decode tests: generated tokens, comma-separated (0 = none).")
+@click.option("-t", "--threads", default="2", show_default=True, callback=int_list, help="Thread counts, comma-separated.")
+@click.option("-r", "--repetitions", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("-c", "--ctx", "n_ctx", type=click.IntRange(min=8), default=4096, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of records.")
+def bench(model_path, prompt_lengths, gen_lengths, threads, repetitions, n_ctx, as_json):
+    """Measure prefill and decode speed (tok/s), load time and peak RSS."""
+    from nanosmol.bench import format_table, peak_rss_bytes, run_bench
+
+    if not threads:
+        raise click.BadParameter("give at least one thread count", param_hint="-t")
+    start = time.perf_counter()
+    model = load_model(model_path, max(n_ctx, max(prompt_lengths + gen_lengths, default=0) + 8), None, False)
+    load_seconds = time.perf_counter() - start
+    log = None if as_json else (lambda r: click.echo(f"  {r.test} t={r.threads}: {r.tokens_per_second:.2f} tok/s", err=True))
+    try:
+        records = list(run_bench(model, prompt_lengths, gen_lengths, threads, repetitions, log))
+    except ValueError as e:
+        fail(str(model.path), str(e))
+    if as_json:
+        click.echo(json.dumps([r.as_dict() | {"load_seconds": load_seconds, "peak_rss": peak_rss_bytes()}
+                               for r in records], indent=1))
+    else:
+        click.echo(format_table(records))
+        click.echo(f"\nload {load_seconds * 1000:.0f} ms, peak RSS {peak_rss_bytes() / 2**20:.0f} MiB")

@@ -1,0 +1,105 @@
+"""The generation loop: prefill, then sample token by token, streaming text, stopping cleanly."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+from nanosmol.sampling import Sampler
+
+
+@dataclass
+class GenerationStats:
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    decode_steps: int = 0
+    prefill_seconds: float = 0.0
+    decode_seconds: float = 0.0
+    stop_reason: str = ""  # "eog", "stop", "length"
+    tokens: list[int] = field(default_factory=list)
+
+    @property
+    def prefill_tps(self) -> float:
+        return self.prompt_tokens / self.prefill_seconds if self.prefill_seconds else 0.0
+
+    @property
+    def decode_tps(self) -> float:
+        return self.decode_steps / self.decode_seconds if self.decode_seconds else 0.0
+
+
+def generate_tokens(
+    forward: Callable[[np.ndarray], np.ndarray],
+    prompt_ids: list[int],
+    sampler: Sampler,
+    max_tokens: int,
+    eog_ids: Iterable[int],
+    stats: GenerationStats,
+    history: list[int] | None = None,
+) -> Iterator[int]:
+    """Yield sampled token ids. `forward(ids)` feeds ids after the cached ones, returns last logits."""
+    eog = frozenset(eog_ids)
+    history = list(prompt_ids) if history is None else history
+    stats.prompt_tokens = len(prompt_ids)
+    start = time.perf_counter()
+    logits = forward(np.asarray(prompt_ids, np.int64))
+    stats.prefill_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    stats.stop_reason = "length"
+    for _ in range(max_tokens):
+        token = sampler(logits, history)
+        if token in eog:
+            stats.stop_reason = "eog"
+            break
+        history.append(token)
+        stats.tokens.append(token)
+        stats.generated_tokens += 1
+        yield token
+        if stats.generated_tokens == max_tokens:
+            break
+        logits = forward(np.array([token], np.int64))
+        stats.decode_steps += 1
+        stats.decode_seconds = time.perf_counter() - start
+
+
+def stream_text(token_ids: Iterable[int], decoder, stop: list[str], stats: GenerationStats) -> Iterator[str]:
+    """Text pieces of the tokens, holding back what could begin a stop string; ends at a stop string."""
+    pending = ""
+    for token in token_ids:
+        pending += decoder.push(token)
+        hit = _find_stop(pending, stop)
+        if hit is not None:
+            if pending[:hit]:
+                yield pending[:hit]
+            stats.stop_reason = "stop"
+            return
+        keep = _longest_stop_prefix(pending, stop)
+        ready = pending[: len(pending) - keep]
+        if ready:
+            yield ready
+        pending = pending[len(ready):]
+    pending += decoder.flush()
+    hit = _find_stop(pending, stop)
+    if hit is not None:
+        pending = pending[:hit]
+        stats.stop_reason = "stop"
+    if pending:
+        yield pending
+
+
+def _find_stop(text: str, stop: list[str]) -> int | None:
+    hits = [i for i in (text.find(s) for s in stop if s) if i >= 0]
+    return min(hits) if hits else None
+
+
+def _longest_stop_prefix(text: str, stop: list[str]) -> int:
+    """Length of the longest tail of text that is a proper prefix of a stop string."""
+    best = 0
+    for s in stop:
+        for n in range(min(len(s) - 1, len(text)), best, -1):
+            if s.startswith(text[-n:]):
+                best = n
+                break
+    return best

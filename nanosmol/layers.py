@@ -1,0 +1,72 @@
+"""The small layers of the transformer: RMSNorm, RoPE, SwiGLU. Numba, float32, in place where it pays."""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+JIT = dict(cache=True, fastmath=True, boundscheck=False)
+
+
+@njit(parallel=True, **JIT)
+def rmsnorm(x, weight, eps, out):
+    """out[t] = x[t] / sqrt(mean(x[t]^2) + eps) * weight, for each row t."""
+    n, d = x.shape
+    for t in prange(n):
+        ss = np.float32(0.0)
+        for i in range(d):
+            ss += x[t, i] * x[t, i]
+        scale = np.float32(1.0) / np.sqrt(ss / d + eps)
+        for i in range(d):
+            out[t, i] = x[t, i] * scale * weight[i]
+    return out
+
+
+@njit(parallel=True, **JIT)
+def rope_inplace(x, n_heads, head_dim, cos, sin):
+    """Rotate adjacent pairs (x[2j], x[2j+1]) of every head: GGUF's permuted Q/K layout.
+
+    x: [T, n_heads * head_dim]; cos, sin: [T, head_dim // 2] for each row's position.
+    """
+    n = x.shape[0]
+    half = head_dim // 2
+    for t in prange(n):
+        for h in range(n_heads):
+            base = h * head_dim
+            for j in range(half):
+                a = x[t, base + 2 * j]
+                b = x[t, base + 2 * j + 1]
+                c = cos[t, j]
+                s = sin[t, j]
+                x[t, base + 2 * j] = a * c - b * s
+                x[t, base + 2 * j + 1] = a * s + b * c
+
+
+@njit(parallel=True, **JIT)
+def swiglu_inplace(gate, up):
+    """gate <- silu(gate) * up, the SwiGLU feed-forward activation."""
+    n, d = gate.shape
+    for t in prange(n):
+        for i in range(d):
+            g = gate[t, i]
+            gate[t, i] = g / (np.float32(1.0) + np.exp(-g)) * up[t, i]
+    return gate
+
+
+class RopeTable:
+    """cos/sin of every position's angles, computed once and grown on demand."""
+
+    def __init__(self, head_dim: int, theta: float, n_positions: int):
+        self.inv_freq = theta ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+        self._grow(max(n_positions, 1))
+
+    def _grow(self, n_positions: int) -> None:
+        angles = np.outer(np.arange(n_positions, dtype=np.float64), self.inv_freq)
+        self.cos = np.cos(angles).astype(np.float32)
+        self.sin = np.sin(angles).astype(np.float32)
+
+    def lookup(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        needed = int(positions.max()) + 1
+        if needed > len(self.cos):
+            self._grow(max(needed, 2 * len(self.cos)))  # a context sliding past n_ctx
+        return self.cos[positions], self.sin[positions]

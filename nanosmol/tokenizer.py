@@ -1,0 +1,159 @@
+"""The tokenizer, rebuilt from the GGUF vocabulary with Hugging Face `tokenizers`.
+
+Byte-level BPE with llama.cpp's pre-tokenizer for each `tokenizer.ggml.pre` value, so the
+token ids match llama.cpp's. Decoding maps tokens back to raw bytes; the stream decoder
+never emits half a UTF-8 character.
+"""
+
+from __future__ import annotations
+
+import codecs
+from functools import lru_cache
+from typing import Any, Mapping, Sequence
+
+from tokenizers import AddedToken, Regex
+from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import decoders, models, pre_tokenizers
+
+TOKEN_NORMAL, TOKEN_UNKNOWN, TOKEN_CONTROL, TOKEN_USER_DEFINED, TOKEN_UNUSED, TOKEN_BYTE = 1, 2, 3, 4, 5, 6
+
+# llama.cpp's pre-tokenizer regexes (llama-vocab.cpp).
+GPT2_REGEX = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)"
+LLAMA3_REGEX = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+# Texts llama.cpp treats as end-of-generation when the vocabulary has them as special tokens.
+EOG_TEXTS = frozenset({
+    "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|eom_id|>", "<EOT>",
+    "_<EOT>", "<|end_of_text|>", "<|return|>", "<|call|>",
+})
+
+
+def _split(regex: str):
+    return pre_tokenizers.Split(Regex(regex), behavior="isolated", invert=False)
+
+
+def _byte_level():
+    return pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)
+
+
+# pre type -> (pre-tokenizer, ignore_merges, default add_bos)
+def _pre_tokenizer(pre: str):
+    if pre == "llama-bpe" or pre == "llama3" or pre == "llama-v3":
+        return pre_tokenizers.Sequence([_split(LLAMA3_REGEX), _byte_level()]), True, True
+    if pre == "smollm":
+        # Every digit on its own, then the GPT-2 split.
+        digits = pre_tokenizers.Digits(individual_digits=True)
+        return pre_tokenizers.Sequence([digits, _split(GPT2_REGEX), _byte_level()]), False, False
+    if pre in ("gpt2", "default"):
+        return pre_tokenizers.Sequence([_split(GPT2_REGEX), _byte_level()]), False, False
+    raise ValueError(f"tokenizer pre-type {pre!r} is not supported (supported: smollm, llama-bpe, gpt2)")
+
+
+@lru_cache(maxsize=1)
+def _unicode_to_byte() -> dict[str, int]:
+    """GPT-2's byte-level alphabet, inverted: the printable character standing for each byte."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            chars[chr(b)] = b
+        else:
+            chars[chr(256 + extra)] = b
+            extra += 1
+    return chars
+
+
+class Tokenizer:
+    def __init__(self, hf: HFTokenizer, tokens: list[str], token_types: list[int], bos_id, eos_id, eog_ids, add_bos):
+        self._hf = hf
+        self.tokens = tokens
+        self.token_types = token_types
+        self.vocab_size = len(tokens)
+        self.bos_id, self.eos_id = bos_id, eos_id
+        self.eog_ids = frozenset(eog_ids)
+        self.add_bos = add_bos
+        self._pieces: dict[int, bytes] = {}
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, Any]) -> "Tokenizer":
+        model = metadata.get("tokenizer.ggml.model")
+        if model != "gpt2":
+            raise ValueError(f"tokenizer model {model!r} is not supported (only byte-level BPE, 'gpt2')")
+        tokens = metadata.get("tokenizer.ggml.tokens")
+        if not tokens:
+            raise ValueError("the file has no tokenizer vocabulary (tokenizer.ggml.tokens)")
+        types = list(metadata.get("tokenizer.ggml.token_type") or [TOKEN_NORMAL] * len(tokens))
+        merges = metadata.get("tokenizer.ggml.merges") or []
+        pre_tokenizer, ignore_merges, default_add_bos = _pre_tokenizer(metadata.get("tokenizer.ggml.pre", "default"))
+
+        vocab: dict[str, int] = {}
+        for i, text in enumerate(tokens):
+            vocab.setdefault(text, i)
+        merge_pairs = [tuple(m.split(" ", 1)) for m in merges]
+        bpe = models.BPE(vocab=vocab, merges=merge_pairs, ignore_merges=ignore_merges, fuse_unk=False)
+        hf = HFTokenizer(bpe)
+        hf.pre_tokenizer = pre_tokenizer
+        hf.decoder = decoders.ByteLevel()
+        hf.add_special_tokens([
+            AddedToken(tokens[i], special=t == TOKEN_CONTROL, normalized=False)
+            for i, t in enumerate(types) if t in (TOKEN_CONTROL, TOKEN_USER_DEFINED)
+        ])
+
+        def token_id(key):
+            value = metadata.get(f"tokenizer.ggml.{key}_token_id")
+            return value if isinstance(value, int) and 0 <= value < len(tokens) else None
+
+        eos = token_id("eos")
+        eog = {i for i in (eos, token_id("eot"), token_id("eom")) if i is not None}
+        eog |= {i for i, t in enumerate(types) if t == TOKEN_CONTROL and tokens[i] in EOG_TEXTS}
+        add_bos = metadata.get("tokenizer.ggml.add_bos_token", default_add_bos)
+        return cls(hf, list(tokens), types, token_id("bos"), eos, eog, bool(add_bos) and token_id("bos") is not None)
+
+    # -- text -> ids ----------------------------------------------------------------
+    def encode(self, text: str, special: bool = False, add_bos: bool | None = None) -> list[int]:
+        """Token ids of text; with special=True, control tokens written in the text are parsed."""
+        self._hf.encode_special_tokens = not special  # True: treat control tokens as plain text
+        ids = self._hf.encode(text, add_special_tokens=False).ids
+        if (self.add_bos if add_bos is None else add_bos) and self.bos_id is not None:
+            ids = [self.bos_id] + ids
+        return ids
+
+    # -- ids -> text ----------------------------------------------------------------
+    def token_to_piece(self, token_id: int) -> bytes:
+        """The raw bytes of one token; control and user-defined tokens as their text."""
+        piece = self._pieces.get(token_id)
+        if piece is None:
+            text = self.tokens[token_id]
+            if self.token_types[token_id] in (TOKEN_CONTROL, TOKEN_USER_DEFINED):
+                piece = text.encode()
+            else:
+                table = _unicode_to_byte()
+                piece = bytes(table[c] for c in text if c in table)
+            self._pieces[token_id] = piece
+        return piece
+
+    def token_text(self, token_id: int | None) -> str:
+        return "" if token_id is None else self.token_to_piece(token_id).decode("utf-8", errors="replace")
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return b"".join(self.token_to_piece(int(i)) for i in ids).decode("utf-8", errors="replace")
+
+    def stream_decoder(self) -> "StreamDecoder":
+        return StreamDecoder(self)
+
+
+class StreamDecoder:
+    """Turns tokens into text as they come, holding back incomplete UTF-8 sequences."""
+
+    def __init__(self, tokenizer: Tokenizer):
+        self.tokenizer = tokenizer
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def push(self, token_id: int) -> str:
+        return self._utf8.decode(self.tokenizer.token_to_piece(token_id))
+
+    def flush(self) -> str:
+        return self._utf8.decode(b"", final=True)

@@ -1,0 +1,100 @@
+"""The command line: inspect-gguf on every fixture, clean one-line errors, run on a micro model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+
+import gguf
+import pytest
+from click.testing import CliRunner
+
+from conftest import MICRO, MICRO_FILES, VOCAB_LLAMA_BPE
+from nanosmol.cli import main
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.mark.parametrize("name", MICRO_FILES)
+def test_inspect_json_quant_mix_matches_gguf_py(name):
+    path = MICRO / name
+    result = invoke("inspect-gguf", path, "--json", "--tensors", "--ctx", "512")
+    assert result.exit_code == 0
+    report = json.loads(result.output)
+    expected = Counter(t.tensor_type.name for t in gguf.GGUFReader(path).tensors)
+    assert {k: v["tensors"] for k, v in report["quant_mix"].items()} == dict(expected)
+    assert report["tensor_count"] == sum(expected.values())
+    assert report["validation"] == {"runnable": True, "problems": []}
+    assert report["architecture"] in ("llama", "smollm3")
+    assert report["nope_layers"] == ([3, 7] if report["architecture"] == "smollm3" else [])
+    h = report["hyperparameters"]
+    assert (h["width"], h["heads"], h["kv_heads"], h["head_dim"]) == (256, 4, 1, 64)
+    assert report["memory"]["kv_cache"] == 2 * h["layers"] * 512 * h["kv_heads"] * h["head_dim"] * 4
+    assert len(report["tensors"]) == report["tensor_count"]
+
+
+def test_inspect_text_report_for_smollm3():
+    result = invoke("inspect-gguf", MICRO / "micro-smollm3-Q4_K_M.gguf", "--ctx", "4096")
+    assert result.exit_code == 0
+    for needle in ("architecture    smollm3", "NoPE layers (no RoPE) 3, 7", "GQA 4:1", "Q4_K", "Q6_K",
+                   "memory at --ctx 4096", "verdict: OK"):
+        assert needle in result.output
+
+
+def test_inspect_vocab_file_is_not_runnable_but_explained():
+    result = invoke("inspect-gguf", VOCAB_LLAMA_BPE, "--json")
+    assert result.exit_code == 0
+    report = json.loads(result.output)
+    assert report["tensor_count"] == 0
+    assert report["tokenizer"]["vocab_size"] == 128256
+    assert report["tokenizer"]["pre"] == "llama-bpe"
+    assert report["tokenizer"]["special_tokens"]["bos"] == {"id": 128000, "text": "<|begin_of_text|>"}
+    assert not report["validation"]["runnable"]
+    assert "missing tensor token_embd.weight" in report["validation"]["problems"]
+
+
+def test_inspect_metadata_shortens_long_arrays():
+    result = invoke("inspect-gguf", VOCAB_LLAMA_BPE, "--metadata")
+    line = next(l for l in result.output.splitlines() if l.startswith("tokenizer.ggml.tokens = "))
+    assert line.endswith("(128,256 items)") and len(line) < 200
+
+
+def test_inspect_template_without_one():
+    result = invoke("inspect-gguf", MICRO / "micro-llama-F32.gguf", "--template")
+    assert "no chat template" in result.output
+
+
+@pytest.mark.parametrize("content", [b"", b"GGUF\x03\x00\x00\x00" + b"\xff" * 16, b"not a gguf file at all"])
+def test_malformed_file_one_line_exit_2(tmp_path, content):
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(content)
+    proc = subprocess.run([sys.executable, "-m", "nanosmol", "inspect-gguf", str(bad)], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {bad}: ")
+
+
+def test_missing_file_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "nanosmol", "inspect-gguf", str(tmp_path / "nope.gguf")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_run_raw_on_micro_model_is_deterministic():
+    args = ["run", "-m", MICRO / "micro-llama-Q8_0.gguf", "--raw", "-n", "8", "--seed", "3", "--temp", "1", "hello"]
+    first, second = invoke(*args), invoke(*args)
+    assert first.exit_code == 0 and first.output == second.output and first.output.strip()
+
+
+def test_run_refuses_a_bad_model_in_one_line(tmp_path):
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF")
+    proc = subprocess.run([sys.executable, "-m", "nanosmol", "run", "-m", str(bad), "hi"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and "error:" in proc.stderr
