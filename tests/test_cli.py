@@ -89,7 +89,7 @@ def test_missing_file_one_line(tmp_path):
 def test_run_raw_on_micro_model_is_deterministic():
     args = ["run", "-m", MICRO / "micro-llama-Q8_0.gguf", "--raw", "-n", "8", "--seed", "3", "--temp", "1", "hello"]
     first, second = invoke(*args), invoke(*args)
-    assert first.exit_code == 0 and first.output == second.output and first.output.strip()
+    assert first.exit_code == 0 and first.stdout == second.stdout and first.stdout.strip()
 
 
 def test_run_refuses_a_bad_model_in_one_line(tmp_path):

@@ -12,35 +12,12 @@ from hypothesis import strategies as st
 
 from nanosmol.quants import SUPPORTED_TYPES, TILE_ROWS, QuantMatrix, UnsupportedTypeError
 from nanosmol.quants.blocks import block_geometry
+from nanosmol.quants.synthetic import SCALE_OFFSETS, random_blocks
 
-# Byte offsets of the fp16 scale fields inside one block of each type.
-SCALE_FIELDS = {
-    T.Q8_0: (0,), T.Q4_0: (0,), T.Q5_0: (0,), T.Q4_1: (0, 2), T.Q5_1: (0, 2),
-    T.Q2_K: (80, 82), T.Q3_K: (108,), T.Q4_K: (0, 2), T.Q5_K: (0, 2), T.Q6_K: (208,),
-}
-FLOAT_TYPES = {T.F32: np.float32, T.F16: np.float16}
 TYPES = sorted(SUPPORTED_TYPES, key=lambda t: t.name)
-assert set(TYPES) == set(SCALE_FIELDS) | set(FLOAT_TYPES) | {T.BF16}
+assert set(TYPES) == set(SCALE_OFFSETS) | {T.F32, T.F16, T.BF16}
 
 EXAMPLES = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-def random_blocks(qtype: T, rows: int, n_blocks: int, seed: int, scale: float = 1.0) -> np.ndarray:
-    """Valid raw bytes [rows, row_bytes]: random quants with finite fp16 scales."""
-    rng = np.random.default_rng(seed)
-    block_size, block_bytes = block_geometry(qtype)
-    cols = n_blocks * block_size
-    if qtype in FLOAT_TYPES:
-        values = np.clip(rng.standard_normal((rows, cols)) * scale, -65000, 65000).astype(FLOAT_TYPES[qtype])
-        return values.view(np.uint8).reshape(rows, -1)
-    if qtype == T.BF16:
-        bits = (rng.standard_normal((rows, cols)).astype(np.float32) * np.float32(scale)).view(np.uint32) >> 16
-        return bits.astype(np.uint16).view(np.uint8).reshape(rows, -1)
-    raw = rng.integers(0, 256, size=(rows, n_blocks, block_bytes), dtype=np.uint8)
-    for offset in SCALE_FIELDS[qtype]:
-        d = (rng.uniform(-1, 1, size=(rows, n_blocks)) * scale).astype(np.float16)
-        raw[:, :, offset : offset + 2] = d.view(np.uint8).reshape(rows, n_blocks, 2)
-    return raw.reshape(rows, -1)
 
 
 def oracle(qtype: T, raw: np.ndarray) -> np.ndarray:
@@ -61,7 +38,7 @@ def assert_product_close(ours: np.ndarray, W: np.ndarray, X: np.ndarray) -> None
 
 
 def matrix(qtype: T, rows: int, n_blocks: int, seed: int, scale: float = 1.0) -> tuple[QuantMatrix, np.ndarray]:
-    raw = random_blocks(qtype, rows, n_blocks, seed, scale)
+    raw = random_blocks(qtype, rows, n_blocks, np.random.default_rng(seed), scale)
     cols = n_blocks * block_geometry(qtype)[0]
     return QuantMatrix(raw.reshape(-1), qtype, rows, cols, name="w"), oracle(qtype, raw)
 
