@@ -10,6 +10,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from nanosmol.chat import THINK_CLOSE, ChatPiece, ThinkingSplitter, opens_thinking
 from nanosmol.config import ModelConfig
 from nanosmol.generate import GenerationStats, generate_tokens, stream_text
 from nanosmol.gguf_file import GGUFFile
@@ -49,6 +50,8 @@ class Model:
         timings["weights"] = time.perf_counter() - start
         self.load_timings = timings
         self.n_ctx = n_ctx
+        self._cached_ids: list[int] = []  # the tokens the KV cache holds, in order
+        self.chat_template: str | None = self.gguf.metadata.get("tokenizer.chat_template")  # None: ChatML
         self.last_stats = GenerationStats()
         if verbose:
             print(format_timings(timings), file=sys.stderr)
@@ -65,15 +68,17 @@ class Model:
         from nanosmol.chat import render_chat
 
         tok = self.tokenizer
-        return render_chat(self.gguf.metadata.get("tokenizer.chat_template"), messages, add_generation_prompt,
+        return render_chat(self.chat_template, messages, add_generation_prompt,
                            bos_token=tok.token_text(tok.bos_id), eos_token=tok.token_text(tok.eos_id), **extra)
 
     # -- scoring --------------------------------------------------------------------
     def logits(self, ids: Sequence[int]) -> np.ndarray:
         """float32 logits [len(ids), vocab] for every position, from an empty cache."""
         self._check_ids(ids)
-        self.transformer.cache.reset()
-        return self.transformer.forward(np.asarray(ids, np.int64), all_logits=True)
+        self._reset_cache()
+        logits = self.transformer.forward(np.asarray(ids, np.int64), all_logits=True)
+        self._cached_ids = list(ids)
+        return logits
 
     # -- generation -----------------------------------------------------------------
     def generate(self, prompt: str | Sequence[int], max_tokens: int = 256, temperature: float = 0.8,
@@ -86,11 +91,70 @@ class Model:
             raise ValueError("the prompt is empty: give at least one token")
         self._check_ids(ids)
         params = SamplingParams(temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n, seed)
-        self.transformer.cache.reset()
+        self._reset_cache()
         self.last_stats = stats = GenerationStats()
-        tokens = generate_tokens(self.transformer.forward, ids, Sampler(params), max_tokens,
-                                 self.tokenizer.eog_ids, stats)
+        tokens = generate_tokens(self._feed, ids, Sampler(params), max_tokens, self.tokenizer.eog_ids, stats)
         return stream_text(tokens, self.tokenizer.stream_decoder(), list(stop), stats)
+
+    def chat(self, messages: Sequence[dict], think: bool | None = None, think_budget: int | None = None,
+             max_tokens: int = 1024, **sampling) -> Iterator[ChatPiece]:
+        """Answer the conversation, streaming ChatPiece(kind, text): kind is "thinking" or "answer".
+
+        The KV cache keeps what an earlier call already processed: only the new part of the
+        conversation is prefilled. think=None leaves the template's default; think_budget
+        ends the reasoning after that many tokens by inserting </think>.
+        """
+        extra = {} if think is None else {"enable_thinking": think}
+        prompt = self.chat_prompt(messages, **extra)
+        ids = self.tokenize(prompt, special=True)
+        self._check_ids(ids)
+        todo = self._reuse_cache(ids)
+        self.last_stats = stats = GenerationStats()
+        forced: list[int] = []
+        sampler = Sampler(SamplingParams(**sampling))
+        tokens = generate_tokens(self._feed, todo, sampler, max_tokens, self.tokenizer.eog_ids, stats,
+                                 history=list(ids), forced=forced)
+        decoder, splitter = self.tokenizer.stream_decoder(), ThinkingSplitter(opens_thinking(prompt))
+        close_thought = self.tokenize("\n" + THINK_CLOSE + "\n", special=True)
+        thinking_tokens = 0
+        for token in tokens:
+            yield from splitter.feed(decoder.push(token))
+            if splitter.kind == "thinking":
+                thinking_tokens += 1
+                if think_budget is not None and thinking_tokens >= think_budget and not forced:
+                    forced.extend(close_thought)
+        yield from splitter.feed(decoder.flush())
+        yield from splitter.flush()
+
+    # -- the KV cache -----------------------------------------------------------------
+    def _feed(self, ids: np.ndarray) -> np.ndarray:
+        logits = self.transformer.forward(ids)
+        self._cached_ids.extend(int(i) for i in ids)
+        return logits
+
+    def _reset_cache(self) -> None:
+        self.transformer.cache.reset()
+        self._cached_ids = []
+
+    def _reuse_cache(self, ids: list[int]) -> list[int]:
+        """Keep the cached prefix that ids share; return the ids still to feed (at least one)."""
+        cache = self.transformer.cache
+        if cache.n_seen > cache.n_ctx:  # the ring has wrapped: the cache no longer holds a prefix
+            self._reset_cache()
+            return ids
+        shared = 0
+        for a, b in zip(self._cached_ids, ids):
+            if a != b:
+                break
+            shared += 1
+        shared = min(shared, len(ids) - 1)  # feed at least one token, for its logits
+        cache.truncate(shared)
+        del self._cached_ids[shared:]
+        return ids[shared:]
+
+    @property
+    def tokens_in_context(self) -> int:
+        return self.transformer.cache.n_filled
 
     def _check_ids(self, ids: Sequence[int]) -> None:
         vocab = self.config.vocab_size

@@ -66,10 +66,9 @@ class ThinkingSplitter:
     Tags may arrive split across pieces, so text that could begin a tag is held back.
     """
 
-    def __init__(self):
-        self.kind = "answer"
+    def __init__(self, thinking: bool = False):
+        self.kind = "thinking" if thinking else "answer"
         self.pending = ""
-        self.thinking_seen = False
 
     def feed(self, text: str) -> list[ChatPiece]:
         self.pending += text
@@ -83,7 +82,6 @@ class ThinkingSplitter:
                 pieces.append(ChatPiece(self.kind, self.pending[:i]))
             self.pending = self.pending[i + len(tag):]
             self.kind = "answer" if self.kind == "thinking" else "thinking"
-            self.thinking_seen = True
         keep = _partial_tag_length(self.pending, tag)
         ready, self.pending = self.pending[: len(self.pending) - keep], self.pending[len(self.pending) - keep:]
         if ready:
@@ -95,8 +93,62 @@ class ThinkingSplitter:
         return [ChatPiece(self.kind, rest)] if rest else []
 
 
+def opens_thinking(prompt: str) -> bool:
+    """Does the prompt leave a thought open (a template that starts the reasoning itself)?"""
+    return prompt.rfind(THINK_OPEN) > prompt.rfind(THINK_CLOSE)
+
+
 def _partial_tag_length(text: str, tag: str) -> int:
     for n in range(min(len(tag) - 1, len(text)), 0, -1):
         if tag.startswith(text[-n:]):
             return n
     return 0
+
+
+class ChatSession:
+    """A multi-turn conversation with a model: history, system prompt, thinking, context limits."""
+
+    def __init__(self, model, system: str | None = None, think: bool | None = None,
+                 think_budget: int | None = None, max_tokens: int = 1024, **sampling):
+        self.model = model
+        self.system = system
+        self.think, self.think_budget = think, think_budget
+        self.max_tokens, self.sampling = max_tokens, sampling
+        self.turns: list[dict[str, str]] = []
+        self.notes: list[str] = []  # things to tell the user once (e.g. dropped turns)
+
+    @property
+    def messages(self) -> list[dict[str, str]]:
+        head = [{"role": "system", "content": self.system}] if self.system else []
+        return head + self.turns
+
+    def reset(self) -> None:
+        self.turns = []
+
+    def reply(self, user_text: str):
+        """Stream the answer to one user turn; the (possibly partial) answer joins the history."""
+        self.turns.append({"role": "user", "content": user_text})
+        self._fit_context()
+        answer = []
+        try:
+            for piece in self.model.chat(self.messages, think=self.think, think_budget=self.think_budget,
+                                         max_tokens=self.max_tokens, **self.sampling):
+                if piece.kind == "answer":
+                    answer.append(piece.text)
+                yield piece
+        finally:  # also on Ctrl-C: what was said stays said
+            self.turns.append({"role": "assistant", "content": "".join(answer).strip()})
+
+    def _fit_context(self) -> None:
+        """Drop the oldest turns (never the system prompt) until the prompt leaves room to answer."""
+        budget = self.model.n_ctx - min(self.max_tokens, self.model.n_ctx // 2)
+        dropped = 0
+        while len(self.turns) > 1 and self._prompt_tokens() > budget:
+            del self.turns[:2]  # a user turn and its answer
+            dropped += 1
+        if dropped:
+            self.notes.append(f"context full: dropped the {dropped} oldest exchange(s), kept the system prompt")
+
+    def _prompt_tokens(self) -> int:
+        extra = {} if self.think is None else {"enable_thinking": self.think}
+        return len(self.model.tokenize(self.model.chat_prompt(self.messages, **extra), special=True))

@@ -218,3 +218,99 @@ def bench(model_path, prompt_lengths, gen_lengths, threads, repetitions, n_ctx, 
     else:
         click.echo(format_table(records))
         click.echo(f"\nload {load_seconds * 1000:.0f} ms, peak RSS {peak_rss_bytes() / 2**20:.0f} MiB")
+
+
+CHAT_HELP = """commands: /reset (forget the conversation), /system TEXT, /think on|off, /stats, /exit"""
+
+
+@main.command()
+@model_options
+@sampling_options
+@click.option("--system", help="System prompt.")
+@click.option("--think/--no-think", default=None, help="SmolLM3 reasoning mode (default: the template's).")
+@click.option("--hide-thinking", is_flag=True, help="Show only the answer, not the reasoning.")
+@click.option("--think-budget", type=click.IntRange(min=0), help="End the reasoning after N tokens.")
+def chat(model_path, n_ctx, n_threads, verbose, max_tokens, temperature, top_k, top_p, min_p, repeat_penalty,
+         repeat_last_n, seed, stop, system, think, hide_thinking, think_budget):
+    """Talk with the model. Reads user turns line by line from a pipe, too."""
+    from nanosmol.chat import ChatSession, ChatTemplateError
+
+    model = load_model(model_path, n_ctx, n_threads, verbose)
+    session = ChatSession(model, system=system, think=think, think_budget=think_budget, max_tokens=max_tokens,
+                          temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                          repeat_penalty=repeat_penalty, repeat_last_n=repeat_last_n, seed=seed)
+    interactive = sys.stdin.isatty()
+    styled = sys.stdout.isatty()
+    if interactive:
+        click.echo(click.style(f"nanosmol chat with {model.path.name}. {CHAT_HELP}. Ctrl-C stops an answer, "
+                               "Ctrl-D ends.", dim=True))
+    while True:
+        try:
+            line = input("> ") if interactive else sys.stdin.readline()
+        except EOFError:
+            break
+        except KeyboardInterrupt:
+            click.echo()
+            continue
+        if not interactive and line == "":
+            break  # end of the piped input
+        line = line.rstrip("\n")
+        if not line.strip():
+            continue
+        if line.startswith("/"):
+            if not run_chat_command(line, session, model):
+                break
+            continue
+        try:
+            print_reply(session.reply(line), styled, hide_thinking)
+        except KeyboardInterrupt:
+            click.echo(click.style("\n(stopped)", dim=styled))
+        except ChatTemplateError as e:
+            fail(str(model.path), str(e))
+        for note in session.notes:
+            click.echo(click.style(f"({note})", dim=styled), err=True)
+        session.notes.clear()
+
+
+def run_chat_command(line: str, session, model) -> bool:
+    """Carry out a /command; False ends the session."""
+    command, _, arg = line.partition(" ")
+    if command in ("/exit", "/quit"):
+        return False
+    if command == "/reset":
+        session.reset()
+        click.echo("(conversation reset)")
+    elif command == "/system":
+        session.system = arg.strip() or None
+        click.echo("(system prompt set)" if session.system else "(system prompt cleared)")
+    elif command == "/think" and arg.strip() in ("on", "off"):
+        session.think = arg.strip() == "on"
+        click.echo(f"(thinking {arg.strip()})")
+    elif command == "/stats":
+        s = model.last_stats
+        click.echo(f"(context {model.tokens_in_context}/{model.n_ctx} tokens; last turn: prefilled "
+                   f"{s.prompt_tokens} tokens at {s.prefill_tps:.1f} tok/s, generated {s.generated_tokens} "
+                   f"at {s.decode_tps:.1f} tok/s)")
+    else:
+        click.echo(f"(unknown command {line!r}; {CHAT_HELP})")
+    return True
+
+
+def print_reply(pieces, styled: bool, hide_thinking: bool) -> None:
+    last_kind = None
+    for piece in pieces:
+        if piece.kind == "thinking":
+            if hide_thinking:
+                continue
+            text = click.style(piece.text, dim=True) if styled else piece.text
+        else:
+            text = piece.text
+            if last_kind == "thinking" and not hide_thinking:
+                text = "\n" + text.lstrip("\n")  # keep the answer apart from the reasoning
+            elif last_kind is None:
+                text = text.lstrip("\n")
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        last_kind = piece.kind
+    sys.stdout.write("\n")
+    sys.stdout.flush()

@@ -38,8 +38,14 @@ def generate_tokens(
     eog_ids: Iterable[int],
     stats: GenerationStats,
     history: list[int] | None = None,
+    forced: list[int] | None = None,
 ) -> Iterator[int]:
-    """Yield sampled token ids. `forward(ids)` feeds ids after the cached ones, returns last logits."""
+    """Yield sampled token ids. `forward(ids)` feeds ids after the cached ones, returns last logits.
+
+    Tokens the consumer puts into `forced` while a token is out are fed and yielded next,
+    in place of sampling (how a thinking budget closes the thought).
+    """
+    forced = [] if forced is None else forced
     eog = frozenset(eog_ids)
     history = list(prompt_ids) if history is None else history
     stats.prompt_tokens = len(prompt_ids)
@@ -57,9 +63,17 @@ def generate_tokens(
         stats.tokens.append(token)
         stats.generated_tokens += 1
         yield token
-        if stats.generated_tokens == max_tokens:
+        fed = [token]
+        while forced and stats.generated_tokens < max_tokens:
+            token = forced.pop(0)
+            history.append(token)
+            stats.tokens.append(token)
+            stats.generated_tokens += 1
+            fed.append(token)
+            yield token
+        if stats.generated_tokens >= max_tokens:
             break
-        logits = forward(np.array([token], np.int64))
+        logits = forward(np.array(fed, np.int64))
         stats.decode_steps += 1
         stats.decode_seconds = time.perf_counter() - start
 

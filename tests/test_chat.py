@@ -1,0 +1,146 @@
+"""Chat templates in the sandbox, thinking mode and budget, KV reuse across turns, `nanosmol chat`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import nanosmol
+from conftest import MICRO, SMOLLM3_TEMPLATE
+from nanosmol.chat import ChatSession, ChatTemplateError, ThinkingSplitter, render_chat
+
+SMOLLM3_HEADER = (
+    "<|im_start|>system\n## Metadata\n\nKnowledge Cutoff Date: June 2025\nReasoning Mode: {mode}\n\n"
+    "## Custom Instructions\n\n{instructions}<|im_end|>\n"
+)
+
+
+def smollm3(messages, **kwargs):
+    return render_chat(SMOLLM3_TEMPLATE.read_text(), messages, **kwargs)
+
+
+def test_smollm3_template_without_thinking():
+    text = smollm3([{"role": "user", "content": "Hi"}], enable_thinking=False)
+    header = SMOLLM3_HEADER.format(mode="/no_think",
+                                   instructions="You are a helpful AI assistant named SmolLM, trained by Hugging Face.\n\n")
+    assert text == header + "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n"
+
+
+def test_smollm3_template_with_thinking_and_history():
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"},
+                {"role": "assistant", "content": "4"}, {"role": "user", "content": "3+3?"}]
+    text = smollm3(messages, enable_thinking=True)
+    header = SMOLLM3_HEADER.format(mode="/think", instructions="Be brief.\n\n")
+    assert text == header + ("<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n4<|im_end|>\n"
+                             "<|im_start|>user\n3+3?<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_smollm3_template_defaults_to_thinking():
+    text = smollm3([{"role": "user", "content": "Hi"}])
+    assert "Reasoning Mode: /think" in text and text.endswith("<|im_start|>assistant\n")
+
+
+def test_chatml_fallback():
+    text = render_chat(None, [{"role": "system", "content": "S"}, {"role": "user", "content": "U"}])
+    assert text == "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_template_that_raises():
+    template = "{% if messages|length > 1 %}{{ raise_exception('only one message') }}{% endif %}ok"
+    assert render_chat(template, [{"role": "user", "content": "a"}]) == "ok"
+    with pytest.raises(ChatTemplateError, match="only one message"):
+        render_chat(template, [{"role": "user", "content": "a"}] * 2)
+
+
+@pytest.mark.parametrize("template", [
+    "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+    "{{ messages.__class__.__init__.__globals__ }}",
+    "{% set x = messages.append(1) %}{{ x }}",  # immutable sandbox: no mutation either
+])
+def test_sandbox_stops_reaching_python_internals(template):
+    with pytest.raises(ChatTemplateError):
+        render_chat(template, [{"role": "user", "content": "a"}])
+
+
+def test_helpers_templates_call():
+    assert render_chat("{{ strftime_now('%Y') | length }}", []) == "4"
+
+
+def test_thinking_splitter_handles_split_tags():
+    splitter = ThinkingSplitter()
+    pieces = []
+    for chunk in ["<thi", "nk>\nstep 1", "</thi", "nk>\nanswer"]:
+        pieces += splitter.feed(chunk)
+    pieces += splitter.flush()
+    thinking = "".join(p.text for p in pieces if p.kind == "thinking")
+    answer = "".join(p.text for p in pieces if p.kind == "answer")
+    assert (thinking, answer) == ("\nstep 1", "\nanswer")
+
+
+@pytest.fixture
+def micro():
+    model = nanosmol.load(MICRO / "micro-smollm3-Q8_0.gguf", n_ctx=512)
+    # A template whose generation prompt opens the thought, as reasoning templates do.
+    model.chat_template = render_template_opening_thought()
+    return model
+
+
+def render_template_opening_thought():
+    return ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+            "{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}")
+
+
+@pytest.mark.parametrize("budget", [1, 5, 12])
+def test_think_budget_closes_the_thought(micro, budget):
+    pieces = list(micro.chat([{"role": "user", "content": "hi"}], think_budget=budget, max_tokens=40,
+                             temperature=0.8, seed=1, min_p=0.0))
+    thinking = [p for p in pieces if p.kind == "thinking"]
+    assert thinking, "the prompt opened a thought, so the first tokens are thinking"
+    tokens = micro.last_stats.tokens
+    close = micro.tokenize("\n</think>\n", special=True)
+    starts = [k for k in range(len(tokens)) if tokens[k : k + len(close)] == close]
+    assert starts and starts[0] <= budget  # at most `budget` thinking tokens, then </think>
+    assert "</think>" in micro.tokenizer.decode(tokens)
+    assert "".join(p.text for p in pieces if p.kind == "answer")  # and the model goes on to answer
+
+
+def test_kv_cache_is_reused_across_turns(micro):
+    micro.chat_template = None  # ChatML
+    session = ChatSession(micro, system="sys", max_tokens=6, temperature=0.0)
+    list(session.reply("first question"))
+    first_prompt = micro.last_stats.prompt_tokens
+    list(session.reply("second"))
+    second_prompt = micro.last_stats.prompt_tokens
+    full = len(micro.tokenize(micro.chat_prompt(session.messages[:-1]), special=True))
+    assert second_prompt < full / 2 and second_prompt < first_prompt + 12
+    # Same answer as a model that prefills the whole conversation from scratch.
+    fresh = nanosmol.load(MICRO / "micro-smollm3-Q8_0.gguf", n_ctx=512)
+    answer = "".join(p.text for p in fresh.chat(session.messages[:-1], max_tokens=6, temperature=0.0))
+    assert answer.strip() == session.messages[-1]["content"]
+
+
+def test_context_overflow_drops_oldest_turns(micro):
+    micro.chat_template = None
+    model = nanosmol.load(MICRO / "micro-smollm3-Q8_0.gguf", n_ctx=64)
+    session = ChatSession(model, system="S", max_tokens=8, temperature=0.0)
+    for i in range(6):
+        list(session.reply(f"question number {i}"))
+    assert session.messages[0] == {"role": "system", "content": "S"}
+    assert any("dropped" in note for note in session.notes)
+    assert len(model.tokenize(model.chat_prompt(session.messages), special=True)) <= 64
+
+
+def test_scripted_chat_through_a_pipe(default_model_path):
+    script = "What is the capital of France?\n/stats\nAnd what about Italy?\n/stats\n/exit\n"
+    proc = subprocess.run(
+        [sys.executable, "-m", "nanosmol", "chat", "-m", str(default_model_path), "--temp", "0", "-n", "30"],
+        input=script, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert "Paris" in proc.stdout and "Rome" in proc.stdout
+    stats = [l for l in lines if l.startswith("(context")]
+    prefilled = [int(l.split("prefilled ")[1].split()[0]) for l in stats]
+    assert len(prefilled) == 2 and prefilled[1] < prefilled[0]  # the second turn prefills only itself
