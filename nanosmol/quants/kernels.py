@@ -42,10 +42,13 @@ def dequantize_rows(qtype, w, row_ids, out):
     return out
 
 
-@njit(parallel=True, **JIT)
+@njit(nogil=True, **JIT)
 def dequantize_tile(qtype, w, first_row, out):
-    """out[k] = row first_row + k of W: a tile of weights for a BLAS matmul."""
+    """out[k] = row first_row + k of W: a tile of weights for a BLAS matmul.
+
+    Serial and without the GIL: matmul runs one tile per Python worker thread.
+    """
     unused = np.empty(0, np.float32)
-    for k in prange(out.shape[0]):
+    for k in range(out.shape[0]):
         row_values(qtype, w[first_row + k], unused, unused, out[k], False)
     return out
