@@ -22,6 +22,10 @@ INLINE = dict(cache=True, fastmath=True, boundscheck=False, inline="always")
 F16_TO_F32 = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
 BF16_TO_F32 = (np.arange(65536, dtype=np.uint32) << 16).view(np.float32)  # bfloat16: a float32's top half
 
+# Nibbles and bit fields are cut out of the bytes with uint8 operations: widening to int32
+# first made the vectorized loops 30% slower (Q4_1 matvec: 6.4 -> 8.3 GB/s).
+U4, U3, LOW4, LOW2 = np.uint8(4), np.uint8(3), np.uint8(15), np.uint8(3)
+
 # Type codes the kernels dispatch on (GGML's own ids).
 F32, F16, BF16 = int(T.F32), int(T.F16), int(T.BF16)
 Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 = int(T.Q4_0), int(T.Q4_1), int(T.Q5_0), int(T.Q5_1), int(T.Q8_0)
@@ -45,7 +49,8 @@ def f16(row, o):
 
 @njit(**INLINE)
 def u32(row, o):
-    return np.int64(row[o]) | (np.int64(row[o + 1]) << 8) | (np.int64(row[o + 2]) << 16) | (np.int64(row[o + 3]) << 24)
+    return np.uint32(row[o]) | (np.uint32(row[o + 1]) << np.uint32(8)) | (np.uint32(row[o + 2]) << np.uint32(16)) | (
+        np.uint32(row[o + 3]) << np.uint32(24))
 
 
 
@@ -95,10 +100,11 @@ def block_q8_0(row, o, x, acc, out, j, dot):
 def block_q4_0(row, o, x, acc, out, j, dot):
     # d (f16), qs[16]: low nibbles are values 0..15, high nibbles 16..31, offset by 8
     d = f16(row, o)
+    offset = np.float32(-8.0) * d
     for i in range(16):
-        q = np.int32(row[o + 2 + i])
-        emit(d * np.float32((q & 0xF) - 8), i, x, acc, out, j, dot)
-        emit(d * np.float32((q >> 4) - 8), i + 16, x, acc, out, j, dot)
+        q = row[o + 2 + i]
+        emit(d * np.float32(q & LOW4) + offset, i, x, acc, out, j, dot)
+        emit(d * np.float32(q >> U4) + offset, i + 16, x, acc, out, j, dot)
 
 
 @njit(**INLINE)
@@ -107,16 +113,16 @@ def block_q4_1(row, o, x, acc, out, j, dot):
     d = f16(row, o)
     m = f16(row, o + 2)
     for i in range(16):
-        q = np.int32(row[o + 4 + i])
-        emit(d * np.float32(q & 0xF) + m, i, x, acc, out, j, dot)
-        emit(d * np.float32(q >> 4) + m, i + 16, x, acc, out, j, dot)
+        q = row[o + 4 + i]
+        emit(d * np.float32(q & LOW4) + m, i, x, acc, out, j, dot)
+        emit(d * np.float32(q >> U4) + m, i + 16, x, acc, out, j, dot)
 
 
 @njit(**INLINE)
 def q5_values(q, qh, i):
     """Low and high 5-bit values of byte i of a Q5_0/Q5_1 block (fifth bits in qh)."""
-    lo = (q & 0xF) | (((qh >> i) << 4) & 0x10)
-    hi = (q >> 4) | ((qh >> (i + 12)) & 0x10)
+    lo = np.uint32(q & LOW4) | (((qh >> np.uint32(i)) << np.uint32(4)) & np.uint32(0x10))
+    hi = np.uint32(q >> U4) | ((qh >> np.uint32(i + 12)) & np.uint32(0x10))
     return lo, hi
 
 
@@ -124,11 +130,12 @@ def q5_values(q, qh, i):
 def block_q5_0(row, o, x, acc, out, j, dot):
     # d (f16), qh (u32: the 5th bit of each value), qs[16]; offset by 16
     d = f16(row, o)
+    offset = np.float32(-16.0) * d
     qh = u32(row, o + 2)
     for i in range(16):
-        lo, hi = q5_values(np.int64(row[o + 6 + i]), qh, i)
-        emit(d * np.float32(lo - 16), i, x, acc, out, j, dot)
-        emit(d * np.float32(hi - 16), i + 16, x, acc, out, j, dot)
+        lo, hi = q5_values(row[o + 6 + i], qh, i)
+        emit(d * np.float32(lo) + offset, i, x, acc, out, j, dot)
+        emit(d * np.float32(hi) + offset, i + 16, x, acc, out, j, dot)
 
 
 @njit(**INLINE)
@@ -138,7 +145,7 @@ def block_q5_1(row, o, x, acc, out, j, dot):
     m = f16(row, o + 2)
     qh = u32(row, o + 4)
     for i in range(16):
-        lo, hi = q5_values(np.int64(row[o + 8 + i]), qh, i)
+        lo, hi = q5_values(row[o + 8 + i], qh, i)
         emit(d * np.float32(lo) + m, i, x, acc, out, j, dot)
         emit(d * np.float32(hi) + m, i + 16, x, acc, out, j, dot)
 
@@ -157,10 +164,10 @@ def block_q2_k(row, o, x, acc, out, j, dot):
             sc = row[o + half * 8 + k]
             dl = d * np.float32(sc & 0xF)
             ml = dmin * np.float32(sc >> 4)
-            shift = 2 * (k // 2)
+            shift = np.uint8(2 * (k // 2))
             base = 16 * (k % 2)
             for i in range(16):
-                value = dl * np.float32((np.int32(row[q + base + i]) >> shift) & 3) - ml
+                value = dl * np.float32((row[q + base + i] >> shift) & LOW2) - ml
                 emit(value, half * 128 + 16 * k + i, x, acc, out, j, dot)
 
 
@@ -180,13 +187,13 @@ def block_q3_k(row, o, x, acc, out, j, dot):
         q = o + 32 + 32 * half
         for k in range(8):
             dl = d * np.float32(q3_k_scale(row, o + 96, half * 8 + k))
-            shift = 2 * (k // 2)
+            shift = np.uint8(2 * (k // 2))
             base = 16 * (k % 2)
-            mask = 1 << (half * 4 + k // 2)
+            mask = np.uint8(1 << (half * 4 + k // 2))
             for i in range(16):
-                low = (np.int32(row[q + base + i]) >> shift) & 3
-                high_missing = np.int32(0) if (row[o + base + i] & mask) else np.int32(4)
-                emit(dl * np.float32(low - high_missing), half * 128 + 16 * k + i, x, acc, out, j, dot)
+                low = np.float32((row[q + base + i] >> shift) & LOW2)
+                high_missing = np.float32(0.0) if (row[o + base + i] & mask) else np.float32(4.0)
+                emit(dl * (low - high_missing), half * 128 + 16 * k + i, x, acc, out, j, dot)
 
 
 @njit(**INLINE)
@@ -211,9 +218,9 @@ def block_q4_k(row, o, x, acc, out, j, dot):
         mn1, mn2 = dmin * np.float32(m1), dmin * np.float32(m2)
         q = o + 16 + 32 * pair
         for i in range(32):
-            b = np.int32(row[q + i])
-            emit(d1 * np.float32(b & 0xF) - mn1, 64 * pair + i, x, acc, out, j, dot)
-            emit(d2 * np.float32(b >> 4) - mn2, 64 * pair + 32 + i, x, acc, out, j, dot)
+            b = row[q + i]
+            emit(d1 * np.float32(b & LOW4) - mn1, 64 * pair + i, x, acc, out, j, dot)
+            emit(d2 * np.float32(b >> U4) - mn2, 64 * pair + 32 + i, x, acc, out, j, dot)
 
 
 @njit(**INLINE)
@@ -227,11 +234,12 @@ def block_q5_k(row, o, x, acc, out, j, dot):
         d1, d2 = d * np.float32(sc1), d * np.float32(sc2)
         mn1, mn2 = dmin * np.float32(m1), dmin * np.float32(m2)
         q = o + 48 + 32 * pair
+        shift = np.uint8(2 * pair)
         for i in range(32):
-            b = np.int32(row[q + i])
-            h = np.int32(row[o + 16 + i]) >> (2 * pair)
-            emit(d1 * np.float32((b & 0xF) | ((h & 1) << 4)) - mn1, 64 * pair + i, x, acc, out, j, dot)
-            emit(d2 * np.float32((b >> 4) | ((h & 2) << 3)) - mn2, 64 * pair + 32 + i, x, acc, out, j, dot)
+            b = row[q + i]
+            h = row[o + 16 + i] >> shift
+            emit(d1 * np.float32((b & LOW4) | ((h & np.uint8(1)) << U4)) - mn1, 64 * pair + i, x, acc, out, j, dot)
+            emit(d2 * np.float32((b >> U4) | ((h & np.uint8(2)) << U3)) - mn2, 64 * pair + 32 + i, x, acc, out, j, dot)
 
 
 @njit(**INLINE)
@@ -245,15 +253,17 @@ def block_q6_k(row, o, x, acc, out, j, dot):
             sc = o + 192 + 8 * half + s
             d1, d2 = d * np.float32(np.int8(row[sc])), d * np.float32(np.int8(row[sc + 2]))
             d3, d4 = d * np.float32(np.int8(row[sc + 4])), d * np.float32(np.int8(row[sc + 6]))
+            # Values are 6-bit unsigned minus 32: fold the -32 into an offset per scale.
+            o1, o2, o3, o4 = np.float32(-32.0) * d1, np.float32(-32.0) * d2, np.float32(-32.0) * d3, np.float32(-32.0) * d4
             for i in range(16 * s, 16 * s + 16):
-                h = np.int32(row[qh + i])
-                a = np.int32(row[ql + i])
-                b = np.int32(row[ql + 32 + i])
+                h = row[qh + i]
+                a = row[ql + i]
+                b = row[ql + 32 + i]
                 y = 128 * half + i
-                emit(d1 * np.float32(((a & 0xF) | ((h & 3) << 4)) - 32), y, x, acc, out, j, dot)
-                emit(d2 * np.float32(((b & 0xF) | (((h >> 2) & 3) << 4)) - 32), y + 32, x, acc, out, j, dot)
-                emit(d3 * np.float32(((a >> 4) | (((h >> 4) & 3) << 4)) - 32), y + 64, x, acc, out, j, dot)
-                emit(d4 * np.float32(((b >> 4) | (((h >> 6) & 3) << 4)) - 32), y + 96, x, acc, out, j, dot)
+                emit(d1 * np.float32((a & LOW4) | ((h & LOW2) << U4)) + o1, y, x, acc, out, j, dot)
+                emit(d2 * np.float32((b & LOW4) | (((h >> np.uint8(2)) & LOW2) << U4)) + o2, y + 32, x, acc, out, j, dot)
+                emit(d3 * np.float32((a >> U4) | (((h >> U4) & LOW2) << U4)) + o3, y + 64, x, acc, out, j, dot)
+                emit(d4 * np.float32((b >> U4) | (((h >> np.uint8(6)) & LOW2) << U4)) + o4, y + 96, x, acc, out, j, dot)
 
 
 @njit(**INLINE)
