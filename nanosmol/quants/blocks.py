@@ -229,15 +229,20 @@ def k4_scale_min(row, o, k):
 
 
 @njit(**INLINE)
+def k4_pair_scales(row, o, d, dmin, pair):
+    """Scales and mins of sub-blocks 2*pair and 2*pair + 1 of the Q4_K / Q5_K block at row[o]."""
+    sc1, m1 = k4_scale_min(row, o + 4, 2 * pair)
+    sc2, m2 = k4_scale_min(row, o + 4, 2 * pair + 1)
+    return d * np.float32(sc1), d * np.float32(sc2), dmin * np.float32(m1), dmin * np.float32(m2)
+
+
+@njit(**INLINE)
 def block_q4_k(row, o, x, acc, out, j, dot):
     # d, dmin (f16), scales[12], qs[128]: 8 sub-blocks of 32 values
     d = f16(row, o)
     dmin = f16(row, o + 2)
     for pair in range(4):
-        sc1, m1 = k4_scale_min(row, o + 4, 2 * pair)
-        sc2, m2 = k4_scale_min(row, o + 4, 2 * pair + 1)
-        d1, d2 = d * np.float32(sc1), d * np.float32(sc2)
-        mn1, mn2 = dmin * np.float32(m1), dmin * np.float32(m2)
+        d1, d2, mn1, mn2 = k4_pair_scales(row, o, d, dmin, pair)
         q = o + 16 + 32 * pair
         for i in range(32):
             b = row[q + i]
@@ -251,10 +256,7 @@ def block_q5_k(row, o, x, acc, out, j, dot):
     d = f16(row, o)
     dmin = f16(row, o + 2)
     for pair in range(4):
-        sc1, m1 = k4_scale_min(row, o + 4, 2 * pair)
-        sc2, m2 = k4_scale_min(row, o + 4, 2 * pair + 1)
-        d1, d2 = d * np.float32(sc1), d * np.float32(sc2)
-        mn1, mn2 = dmin * np.float32(m1), dmin * np.float32(m2)
+        d1, d2, mn1, mn2 = k4_pair_scales(row, o, d, dmin, pair)
         q = o + 48 + 32 * pair
         shift = np.uint8(2 * pair)
         for i in range(32):
