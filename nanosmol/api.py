@@ -10,7 +10,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from nanosmol.chat import THINK_CLOSE, ChatPiece, ThinkingSplitter, opens_thinking
+from nanosmol.chat import THINK_CLOSE, ChatPiece, ThinkingSplitter, opens_thinking, render_chat
 from nanosmol.config import ModelConfig
 from nanosmol.generate import GenerationStats, generate_tokens, stream_text
 from nanosmol.gguf_file import GGUFFile
@@ -18,18 +18,17 @@ from nanosmol.sampling import Sampler, SamplingParams
 from nanosmol.tokenizer import Tokenizer
 
 
-def load(path: str | os.PathLike | None = None, n_ctx: int = 4096, n_threads: int | None = None,
-         verbose: bool = False) -> "Model":
+def load(path: str | os.PathLike | None = None, n_ctx: int = 4096, n_threads: int | None = None) -> "Model":
     """Open a GGUF model (default: SmolLM2-135M-Instruct, fetched on first use)."""
     if path is None:
         from nanosmol.download import default_model_path
 
         path = default_model_path()
-    return Model(path, n_ctx=n_ctx, n_threads=n_threads, verbose=verbose)
+    return Model(path, n_ctx=n_ctx, n_threads=n_threads)
 
 
 class Model:
-    def __init__(self, path, n_ctx: int = 4096, n_threads: int | None = None, verbose: bool = False):
+    def __init__(self, path, n_ctx: int = 4096, n_threads: int | None = None):
         timings = {}
         start = time.perf_counter()
         self.path = Path(path)
@@ -48,13 +47,11 @@ class Model:
 
         self.transformer = Transformer(self.gguf, self.config, n_ctx=n_ctx)
         timings["weights"] = time.perf_counter() - start
-        self.load_timings = timings
+        self.load_timings = timings  # seconds: metadata parse, tokenizer build, weights and kernels
         self.n_ctx = n_ctx
         self._cached_ids: list[int] = []  # the tokens the KV cache holds, in order
         self.chat_template: str | None = self.gguf.metadata.get("tokenizer.chat_template")  # None: ChatML
-        self.last_stats = GenerationStats()
-        if verbose:
-            print(format_timings(timings), file=sys.stderr)
+        self.last_stats = GenerationStats()  # of the last generate() or chat()
 
     # -- tokens ---------------------------------------------------------------------
     def tokenize(self, text: str, special: bool = False) -> list[int]:
@@ -65,8 +62,6 @@ class Model:
 
     def chat_prompt(self, messages: Sequence[dict], add_generation_prompt: bool = True, **extra) -> str:
         """The messages rendered with the file's chat template (ChatML when it has none)."""
-        from nanosmol.chat import render_chat
-
         tok = self.tokenizer
         return render_chat(self.chat_template, messages, add_generation_prompt,
                            bos_token=tok.token_text(tok.bos_id), eos_token=tok.token_text(tok.eos_id), **extra)
@@ -176,8 +171,5 @@ def announce_compilation() -> None:
     """Say once, before the long wait, that Numba is compiling (its cache is empty)."""
     package = Path(__file__).parent
     if not any(package.rglob("__pycache__/*.nbi")):
-        print("nanosmol: compiling kernels, first run only (about a minute)...", file=sys.stderr)
+        print("nanosmol: compiling kernels, first run only (a few minutes)...", file=sys.stderr)
 
-
-def format_timings(timings: dict[str, float]) -> str:
-    return "load: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in timings.items())

@@ -94,7 +94,7 @@ def sampling_options(f):
     return f
 
 
-def load_model(model_path, n_ctx, n_threads, verbose):
+def load_model(model_path, n_ctx, n_threads):
     from nanosmol.api import load
     from nanosmol.config import ConfigError
     from nanosmol.download import DownloadError
@@ -102,7 +102,7 @@ def load_model(model_path, n_ctx, n_threads, verbose):
 
     label = model_path or "default model"
     try:
-        return load(model_path, n_ctx=n_ctx, n_threads=n_threads, verbose=verbose)
+        return load(model_path, n_ctx=n_ctx, n_threads=n_threads)
     except (GGUFError, ConfigError, UnsupportedTypeError, DownloadError, ValueError) as e:
         fail(label, str(e))
     except OSError as e:
@@ -119,7 +119,7 @@ def run(prompt, model_path, n_ctx, n_threads, verbose, max_tokens, temperature, 
     """Generate text from PROMPT, streaming it to stdout."""
     from nanosmol.chat import ChatTemplateError
 
-    model = load_model(model_path, n_ctx, n_threads, verbose)
+    model = load_model(model_path, n_ctx, n_threads)
     try:
         text = prompt if raw else model.chat_prompt([{"role": "user", "content": prompt}])
     except ChatTemplateError as e:
@@ -145,11 +145,16 @@ def stream_to_stdout(pieces) -> None:
     sys.stdout.flush()
 
 
+def print_load_time(model) -> None:
+    t = model.load_timings
+    click.echo(f"load {sum(t.values()) * 1000:.0f} ms ({', '.join(f'{k} {v * 1000:.0f} ms' for k, v in t.items())})",
+               err=True)
+
+
 def print_stats(model) -> None:
     s = model.last_stats
-    t = model.load_timings
+    print_load_time(model)
     click.echo(
-        f"load {sum(t.values()) * 1000:.0f} ms ({', '.join(f'{k} {v * 1000:.0f} ms' for k, v in t.items())})\n"
         f"prefill {s.prompt_tokens} tokens in {s.prefill_seconds * 1000:.0f} ms ({s.prefill_tps:.1f} tok/s)\n"
         f"decode {s.decode_steps} tokens in {s.decode_seconds * 1000:.0f} ms ({s.decode_tps:.1f} tok/s), "
         f"stop: {s.stop_reason}",
@@ -165,7 +170,9 @@ def perplexity(textfile, model_path, n_ctx, n_threads, verbose):
     from nanosmol.perplexity import perplexity_windows
 
     text = textfile.read()
-    model = load_model(model_path, n_ctx, n_threads, verbose)
+    model = load_model(model_path, n_ctx, n_threads)
+    if verbose:
+        print_load_time(model)
     try:
         ppl = None
         for w, n, ppl in perplexity_windows(model, text, n_ctx):
@@ -205,7 +212,7 @@ def bench(model_path, prompt_lengths, gen_lengths, threads, repetitions, n_ctx, 
     if not threads:
         raise click.BadParameter("give at least one thread count", param_hint="-t")
     start = time.perf_counter()
-    model = load_model(model_path, max(n_ctx, max(prompt_lengths + gen_lengths, default=0) + 8), None, False)
+    model = load_model(model_path, max(n_ctx, max(prompt_lengths + gen_lengths, default=0) + 8), None)
     load_seconds = time.perf_counter() - start
     log = None if as_json else (lambda r: click.echo(f"  {r.test} t={r.threads}: {r.tokens_per_second:.2f} tok/s", err=True))
     try:
@@ -235,7 +242,9 @@ def chat(model_path, n_ctx, n_threads, verbose, max_tokens, temperature, top_k, 
     """Talk with the model. Reads user turns line by line from a pipe, too."""
     from nanosmol.chat import ChatSession, ChatTemplateError
 
-    model = load_model(model_path, n_ctx, n_threads, verbose)
+    model = load_model(model_path, n_ctx, n_threads)
+    if verbose:
+        print_load_time(model)
     session = ChatSession(model, system=system, think=think, think_budget=think_budget, max_tokens=max_tokens,
                           temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                           repeat_penalty=repeat_penalty, repeat_last_n=repeat_last_n, seed=seed)
