@@ -10,7 +10,6 @@ Prints a markdown table: GB/s of weight bytes, GFLOP/s, and the ratio to numpy's
 from __future__ import annotations
 
 import argparse
-import time
 
 import numba
 import numpy as np
@@ -19,6 +18,7 @@ from gguf import GGMLQuantizationType as T
 from nanosmol.quants import SUPPORTED_TYPES, QuantMatrix
 from nanosmol.quants.blocks import block_geometry
 from nanosmol.quants.synthetic import random_blocks
+from timing import best_time
 
 SHAPES = [(11008, 2048), (2048, 11008)]  # rows x cols: SmolLM3-3B's ffn_up and ffn_down
 
@@ -26,16 +26,6 @@ SHAPES = [(11008, 2048), (2048, 11008)]  # rows x cols: SmolLM3-3B's ffn_up and 
 def random_matrix(qtype: T, rows: int, cols: int, rng) -> QuantMatrix:
     raw = random_blocks(qtype, rows, cols // block_geometry(qtype)[0], rng, scale=0.01)
     return QuantMatrix(raw.reshape(-1), qtype, rows, cols)
-
-
-def best_time(fn, repeats: int) -> float:
-    fn()  # warm-up (and first-run compilation)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main():

@@ -6,18 +6,9 @@
 from __future__ import annotations
 
 import argparse
-import time
 
 from nanosmol.gguf_file import GGUFFile
-
-
-def best_of(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+from timing import best_time
 
 
 def main():
@@ -32,12 +23,12 @@ def main():
         parsed = GGUFFile(path)
         tokens = len(parsed.metadata.get("tokenizer.ggml.tokens") or [])
         merges = len(parsed.metadata.get("tokenizer.ggml.merges") or [])
-        ours = best_of(lambda: GGUFFile(path), args.repeats)
+        ours = best_time(lambda: GGUFFile(path), args.repeats, warmup=False)
         reader = "-"
         if args.reader:
             from gguf import GGUFReader
 
-            reader = f"{best_of(lambda: GGUFReader(path), 1):.2f} s"
+            reader = f"{best_time(lambda: GGUFReader(path), 1, warmup=False):.2f} s"
         print(f"| {path.rsplit('/', 1)[-1]} | {tokens:,} | {merges:,} | {ours * 1000:.0f} ms | {reader} |")
 
 
