@@ -171,5 +171,5 @@ def announce_compilation() -> None:
     """Say once, before the long wait, that Numba is compiling (its cache is empty)."""
     package = Path(__file__).parent
     if not any(package.rglob("__pycache__/*.nbi")):
-        print("nanosmol: compiling kernels, first run only (a few minutes)...", file=sys.stderr)
+        print("nanosmol: compiling kernels, first run only (about a minute)...", file=sys.stderr)
 
