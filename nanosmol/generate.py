@@ -48,6 +48,13 @@ def generate_tokens(
     forced = [] if forced is None else forced
     eog = frozenset(eog_ids)
     history = list(prompt_ids) if history is None else history
+
+    def accept(token: int) -> int:
+        history.append(token)
+        stats.tokens.append(token)
+        stats.generated_tokens += 1
+        return token
+
     stats.prompt_tokens = len(prompt_ids)
     start = time.perf_counter()
     logits = forward(np.asarray(prompt_ids, np.int64))
@@ -59,18 +66,11 @@ def generate_tokens(
         if token in eog:
             stats.stop_reason = "eog"
             break
-        history.append(token)
-        stats.tokens.append(token)
-        stats.generated_tokens += 1
-        yield token
+        yield accept(token)
         fed = [token]
         while forced and stats.generated_tokens < max_tokens:
-            token = forced.pop(0)
-            history.append(token)
-            stats.tokens.append(token)
-            stats.generated_tokens += 1
-            fed.append(token)
-            yield token
+            fed.append(accept(forced.pop(0)))
+            yield fed[-1]
         if stats.generated_tokens >= max_tokens:
             break
         logits = forward(np.array(fed, np.int64))
