@@ -124,9 +124,12 @@ def run(prompt, model_path, n_ctx, n_threads, verbose, max_tokens, temperature, 
         text = prompt if raw else model.chat_prompt([{"role": "user", "content": prompt}])
     except ChatTemplateError as e:
         fail(str(model.path), str(e))
-    pieces = model.generate(text, max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                            min_p=min_p, repeat_penalty=repeat_penalty, repeat_last_n=repeat_last_n, seed=seed,
-                            stop=stop, special=not raw)
+    try:
+        pieces = model.generate(text, max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                                min_p=min_p, repeat_penalty=repeat_penalty, repeat_last_n=repeat_last_n,
+                                seed=seed, stop=stop, special=not raw)
+    except ValueError as e:  # an empty prompt, bad sampling values
+        fail("prompt", str(e))
     stream_to_stdout(pieces)
     if verbose:
         print_stats(model)

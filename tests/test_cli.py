@@ -98,3 +98,10 @@ def test_run_refuses_a_bad_model_in_one_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "nanosmol", "run", "-m", str(bad), "hi"], capture_output=True, text=True)
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and "error:" in proc.stderr
+
+
+def test_run_empty_prompt_is_one_line_error():
+    proc = subprocess.run([sys.executable, "-m", "nanosmol", "run", "-m", str(MICRO / "micro-llama-Q8_0.gguf"),
+                           "--raw", ""], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == ["error: prompt: the prompt is empty: give at least one token"]
