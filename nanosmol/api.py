@@ -11,7 +11,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from nanosmol.chat import THINK_CLOSE, ChatPiece, ThinkingSplitter, opens_thinking, render_chat
-from nanosmol.config import ModelConfig
+from nanosmol.config import ConfigError, ModelConfig, tensor_problems
 from nanosmol.generate import GenerationStats, generate_tokens, stream_text
 from nanosmol.gguf_file import GGUFFile
 from nanosmol.sampling import Sampler, SamplingParams
@@ -34,6 +34,10 @@ class Model:
         self.path = Path(path)
         self.gguf = GGUFFile(self.path)
         self.config = ModelConfig.from_gguf(self.gguf.metadata, self.gguf.tensors)
+        problems = tensor_problems(self.config, self.gguf.tensors)
+        if problems:
+            more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+            raise ConfigError(f"not a runnable {self.config.arch} model: {problems[0]}{more}")
         timings["parse"] = time.perf_counter() - start
 
         start = time.perf_counter()

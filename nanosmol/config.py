@@ -103,6 +103,18 @@ class ModelConfig:
         return shapes
 
 
+def tensor_problems(config: ModelConfig, tensors) -> list[str]:
+    """What keeps the file's tensors (name -> info with .shape) from matching the architecture."""
+    problems = []
+    for name, shape in config.required_tensors().items():
+        info = tensors.get(name)
+        if info is None:
+            problems.append(f"missing tensor {name}")
+        elif tuple(info.shape) != shape:
+            problems.append(f"tensor {name} has shape {list(info.shape)}, expected {list(shape)}")
+    return problems
+
+
 def nope_layers(arch: str, n_layer: int, metadata: Mapping[str, Any]) -> tuple[int, ...]:
     """Layers that skip RoPE. An explicit list or interval in the file wins over the default.
 

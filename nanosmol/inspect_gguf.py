@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from nanosmol.config import ConfigError, ModelConfig
+from nanosmol.config import ConfigError, ModelConfig, tensor_problems
 from nanosmol.gguf_file import GGUFFile
 from nanosmol.quants import SUPPORTED_TYPES
 
@@ -114,12 +114,7 @@ def _validate(gguf: GGUFFile, config: ModelConfig | None, config_error: str | No
     if config is None:
         problems.append(config_error)
     else:
-        for name, shape in config.required_tensors().items():
-            t = gguf.tensors.get(name)
-            if t is None:
-                problems.append(f"missing tensor {name}")
-            elif t.shape != shape:
-                problems.append(f"tensor {name} has shape {list(t.shape)}, expected {list(shape)}")
+        problems += tensor_problems(config, gguf.tensors)
     for t in gguf.tensors.values():
         if t.type not in SUPPORTED_TYPES:
             problems.append(f"tensor {t.name} has type {t.type.name}, which this engine does not support")

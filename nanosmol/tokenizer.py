@@ -66,6 +66,12 @@ def _unicode_to_byte() -> dict[str, int]:
     return chars
 
 
+def _check_list(values, kind: type, key: str) -> None:
+    """A downloaded file is untrusted: refuse metadata of the wrong shape with a clear message."""
+    if not isinstance(values, list) or not all(isinstance(v, kind) for v in values):
+        raise ValueError(f"metadata {key} must be a list of {kind.__name__}")
+
+
 class Tokenizer:
     def __init__(self, hf: HFTokenizer, tokens: list[str], token_types: list[int], bos_id, eos_id, eog_ids, add_bos):
         self._hf = hf
@@ -87,6 +93,11 @@ class Tokenizer:
             raise ValueError("the file has no tokenizer vocabulary (tokenizer.ggml.tokens)")
         types = list(metadata.get("tokenizer.ggml.token_type") or [TOKEN_NORMAL] * len(tokens))
         merges = metadata.get("tokenizer.ggml.merges") or []
+        _check_list(tokens, str, "tokenizer.ggml.tokens")
+        _check_list(merges, str, "tokenizer.ggml.merges")
+        _check_list(types, int, "tokenizer.ggml.token_type")
+        if len(types) != len(tokens):
+            raise ValueError(f"{len(types)} token types for {len(tokens)} tokens")
         pre_tokenizer, ignore_merges, default_add_bos = _pre_tokenizer(metadata.get("tokenizer.ggml.pre", "default"))
 
         vocab: dict[str, int] = {}

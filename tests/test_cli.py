@@ -105,3 +105,12 @@ def test_run_empty_prompt_is_one_line_error():
                            "--raw", ""], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == ["error: prompt: the prompt is empty: give at least one token"]
+
+
+def test_run_refuses_a_model_missing_tensors(tmp_path):
+    # A well-formed GGUF whose tensors do not make a model: the vocab-only file.
+    proc = subprocess.run([sys.executable, "-m", "nanosmol", "run", "-m", str(VOCAB_LLAMA_BPE), "hi"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "missing tensor token_embd.weight" in lines[0]

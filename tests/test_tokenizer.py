@@ -99,3 +99,15 @@ def test_unsupported_tokenizer_is_refused():
     with pytest.raises(ValueError, match="pre-type 'qwen2'"):
         Tokenizer.from_metadata({"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": "qwen2",
                                  "tokenizer.ggml.tokens": ["a"]})
+
+
+@pytest.mark.parametrize("key, value", [
+    ("tokenizer.ggml.tokens", [1, 2, 3]),
+    ("tokenizer.ggml.merges", [7]),
+    ("tokenizer.ggml.token_type", ["x", "y"]),
+])
+def test_hostile_tokenizer_metadata_is_a_value_error(key, value):
+    metadata = {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": "gpt2", "tokenizer.ggml.tokens": ["a", "b"]}
+    metadata[key] = value
+    with pytest.raises(ValueError, match=key):
+        Tokenizer.from_metadata(metadata)
