@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
+from numba import njit
 
 from nanosmol.attention import KVCache, attend, store_kv
 from nanosmol.config import ModelConfig
 from nanosmol.gguf_file import GGUFFile
 from nanosmol.layers import RopeTable, rmsnorm, rope_inplace, swiglu_inplace
 from nanosmol.quants import QuantMatrix
+from nanosmol.quants.kernels import matvec, matvec_qkv, matvec_swiglu
 
 PREFILL_CHUNK = 512  # prompt tokens per forward batch: bounds the scratch memory
 
@@ -27,6 +30,50 @@ class Layer:
     w_up: QuantMatrix
     w_down: QuantMatrix
     use_rope: bool
+
+
+class LayerStack(NamedTuple):
+    """Every layer's weights as tuples indexed by layer, for the compiled decode step."""
+
+    qtypes: np.ndarray  # [n_layer, 7]: GGML type of wq, wk, wv, wo, w_gate, w_up, w_down
+    wq: tuple
+    wk: tuple
+    wv: tuple
+    wo: tuple
+    w_gate: tuple
+    w_up: tuple
+    w_down: tuple
+    attn_norm: np.ndarray  # [n_layer, n_embd]
+    ffn_norm: np.ndarray
+    use_rope: np.ndarray  # [n_layer] bool
+
+    @classmethod
+    def of(cls, layers: list[Layer]) -> "LayerStack":
+        names = ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")
+        return cls(np.array([[getattr(l, n).code for n in names] for l in layers], np.int64),
+                   *(tuple(getattr(l, n).raw for l in layers) for n in names),
+                   np.stack([l.attn_norm for l in layers]), np.stack([l.ffn_norm for l in layers]),
+                   np.array([l.use_rope for l in layers]))
+
+
+class DecodeScratch(NamedTuple):
+    """One token's activations, allocated once: a decode step allocates nothing."""
+
+    h: np.ndarray  # [1, n_embd]: the normed input of a sublayer
+    q: np.ndarray  # [1, n_head * head_dim]
+    k: np.ndarray  # [1, n_head_kv * head_dim]
+    v: np.ndarray
+    attn: np.ndarray  # [1, n_head * head_dim]
+    out: np.ndarray  # [1, n_embd]: a sublayer's output, before the residual add
+    gate: np.ndarray  # [n_ff]
+    up: np.ndarray
+
+    @classmethod
+    def of(cls, c: ModelConfig) -> "DecodeScratch":
+        row = lambda n: np.zeros((1, n), np.float32)
+        return cls(row(c.n_embd), row(c.n_head * c.head_dim), row(c.n_head_kv * c.head_dim),
+                   row(c.n_head_kv * c.head_dim), row(c.n_head * c.head_dim), row(c.n_embd),
+                   np.zeros(c.n_ff, np.float32), np.zeros(c.n_ff, np.float32))
 
 
 def project(w: QuantMatrix, x: np.ndarray) -> np.ndarray:
@@ -59,6 +106,8 @@ class Transformer:
             )
             for i in range(c.n_layer)
         ]
+        self.stack = LayerStack.of(self.layers)
+        self.scratch = DecodeScratch.of(c)
         self.cache = KVCache(c.n_layer, n_ctx, c.n_head_kv, c.head_dim, n_keep=min(n_keep, n_ctx - 1))
         self.rope = RopeTable(c.head_dim, c.rope_theta, n_ctx)
 
@@ -75,8 +124,22 @@ class Transformer:
         positions = cache.advance(slots)
         cos, sin = self.rope.lookup(positions)
         x = self.token_embd.dequantize_rows(tokens)
+        if len(tokens) == 1:
+            decode_layers(x, self.stack, cache.k, cache.v, cache.slot_pos, slots, positions, cache.n_filled,
+                          cos, sin, c.rms_eps, c.n_head, c.head_dim, self.scratch)
+        else:
+            self._prefill_layers(x, slots, positions, cos, sin)
+        if not all_logits:
+            x = x[-1:]
+        rmsnorm(x, self.output_norm, c.rms_eps, x)
+        logits = project(self.output, x)
+        return logits if all_logits else logits[0]
+
+    def _prefill_layers(self, x, slots, positions, cos, sin) -> None:
+        """The layers for a batch of tokens: the weights go through BLAS tile by tile."""
+        c, cache = self.config, self.cache
         h = np.empty_like(x)
-        attn = np.empty((len(tokens), c.n_head * c.head_dim), np.float32)
+        attn = np.empty((len(x), c.n_head * c.head_dim), np.float32)
         for il, layer in enumerate(self.layers):
             rmsnorm(x, layer.attn_norm, c.rms_eps, h)
             q, k, v = project(layer.wq, h), project(layer.wk, h), project(layer.wv, h)
@@ -90,11 +153,31 @@ class Transformer:
             rmsnorm(x, layer.ffn_norm, c.rms_eps, h)
             gate = swiglu_inplace(project(layer.w_gate, h), project(layer.w_up, h))
             x += project(layer.w_down, gate)
-        if not all_logits:
-            x = x[-1:]
-        rmsnorm(x, self.output_norm, c.rms_eps, x)
-        logits = project(self.output, x)
-        return logits if all_logits else logits[0]
+
+
+@njit(cache=True, fastmath=True, boundscheck=False)
+def decode_layers(x, w, k_cache, v_cache, slot_pos, slots, positions, n_filled, cos, sin, eps, n_head, head_dim, s):
+    """The layers of _prefill_layers for one token x [1, n_embd], compiled whole.
+
+    A SmolLM2-135M step has under 10 ms; dispatching its 400 small ops from Python took a
+    quarter of that. Q, K, V share one parallel region, and so do gate, up and SiLU.
+    """
+    n_head_kv = k_cache.shape[1]
+    for il in range(len(w.wq)):
+        t = w.qtypes[il]
+        rmsnorm(x, w.attn_norm[il], eps, s.h)
+        matvec_qkv(t[0], w.wq[il], s.q[0], t[1], w.wk[il], s.k[0], t[2], w.wv[il], s.v[0], s.h[0])
+        if w.use_rope[il]:
+            rope_inplace(s.q, n_head, head_dim, cos, sin)
+            rope_inplace(s.k, n_head_kv, head_dim, cos, sin)
+        store_kv(k_cache[il], v_cache[il], s.k, s.v, slots, head_dim)
+        attend(s.q, k_cache[il], v_cache[il], slot_pos, positions, n_filled, n_head, head_dim, s.attn)
+        matvec(t[3], w.wo[il], s.attn[0], s.out[0])
+        x += s.out
+        rmsnorm(x, w.ffn_norm[il], eps, s.h)
+        matvec_swiglu(t[4], w.w_gate[il], t[5], w.w_up[il], s.h[0], s.gate, s.up)
+        matvec(t[6], w.w_down[il], s.gate, s.out[0])
+        x += s.out
 
 
 def _matrix(gguf: GGUFFile, name: str) -> QuantMatrix:

@@ -42,19 +42,63 @@ def stack_lanes():
     return numba.carray(_stack_lanes(), LANES)
 
 
+@njit(**JIT)
+def dot_rows(qtype, w, x, out, first, last):
+    """out[r] = W[r] . x for rows first <= r < last: one task of a matvec, on one thread."""
+    acc = stack_lanes()
+    for r in range(first, last):
+        acc[:] = 0.0
+        row_values(qtype, w[r], x, acc, x, True)  # dot=True: the `out` argument is unused
+        out[r] = acc.sum()
+
+
+@njit(inline="always", **JIT)
+def task_rows(w, task):
+    """The rows of task number `task` of a matvec over W."""
+    first = task * ROWS_PER_TASK
+    return first, min(w.shape[0], first + ROWS_PER_TASK)
+
+
+@njit(inline="always", **JIT)
+def n_tasks(w):
+    return (w.shape[0] + ROWS_PER_TASK - 1) // ROWS_PER_TASK
+
+
 @njit(parallel=True, **JIT)
 def matvec(qtype, w, x, out):
     """out = W @ x for W [rows, row_bytes] of type qtype, x float32 [cols]."""
-    rows = w.shape[0]
-    n_tasks = (rows + ROWS_PER_TASK - 1) // ROWS_PER_TASK
-    unused = np.empty(0, np.float32)
-    for task in prange(n_tasks):
-        acc = stack_lanes()
-        for r in range(task * ROWS_PER_TASK, min(rows, (task + 1) * ROWS_PER_TASK)):
-            acc[:] = 0.0
-            row_values(qtype, w[r], x, acc, unused, True)
-            out[r] = acc.sum()
+    for task in prange(n_tasks(w)):
+        first, last = task_rows(w, task)
+        dot_rows(qtype, w, x, out, first, last)
     return out
+
+
+@njit(parallel=True, **JIT)
+def matvec_qkv(tq, wq, q, tk, wk, k, tv, wv, v, x):
+    """q, k, v = Wq x, Wk x, Wv x in one parallel region: three small matrices share it."""
+    nq, nk = n_tasks(wq), n_tasks(wk)
+    for task in prange(nq + nk + n_tasks(wv)):
+        if task < nq:
+            first, last = task_rows(wq, task)
+            dot_rows(tq, wq, x, q, first, last)
+        elif task < nq + nk:
+            first, last = task_rows(wk, task - nq)
+            dot_rows(tk, wk, x, k, first, last)
+        else:
+            first, last = task_rows(wv, task - nq - nk)
+            dot_rows(tv, wv, x, v, first, last)
+
+
+@njit(parallel=True, **JIT)
+def matvec_swiglu(t_gate, w_gate, t_up, w_up, x, out, up):
+    """out = silu(W_gate x) * (W_up x), the whole SwiGLU input side in one parallel region."""
+    for task in prange(n_tasks(w_gate)):
+        first, last = task_rows(w_gate, task)
+        dot_rows(t_gate, w_gate, x, out, first, last)
+        dot_rows(t_up, w_up, x, up, first, last)
+        for r in range(first, last):
+            g = out[r]
+            out[r] = g / (np.float32(1.0) + np.exp(-g)) * up[r]
 
 
 @njit(parallel=True, **JIT)
