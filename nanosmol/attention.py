@@ -14,7 +14,10 @@ import mmap
 import numpy as np
 from numba import njit, prange
 
+from nanosmol.workers import parallel_map
+
 JIT = dict(cache=True, fastmath=True, boundscheck=False)
+QUERY_BLOCK = 128  # prompt rows per attention job: bounds the score matrix, feeds both workers
 
 
 class KVCache:
@@ -125,4 +128,33 @@ def attend(q, k_cache, v_cache, slot_pos, q_pos, n_filled, n_head, head_dim, out
         inv = np.float32(1.0) / denom
         for i in range(head_dim):
             out[t, base + i] *= inv
+    return out
+
+
+def attend_batch(q, k_cache, v_cache, slot_pos, q_pos, n_filled, n_head, head_dim, out):
+    """attend() for a prompt block, through BLAS: the scores of a block of queries at once.
+
+    One job per (KV head, block of queries), spread over the worker threads. A query sees
+    every filled slot whose position is not after its own.
+    """
+    n_kv = k_cache.shape[0]
+    group = n_head // n_kv
+    scale = np.float32(1.0 / math.sqrt(head_dim))
+    positions = slot_pos[:n_filled]
+
+    def job(kv_head_and_block):
+        kvh, t0 = kv_head_and_block
+        t1 = min(t0 + QUERY_BLOCK, len(q))
+        heads = slice(kvh * group * head_dim, (kvh + 1) * group * head_dim)
+        queries = q[t0:t1, heads].reshape(-1, head_dim)  # [(t, head in group), head_dim]
+        scores = (queries @ k_cache[kvh, :n_filled].T).reshape(t1 - t0, group, n_filled)
+        hidden = (positions < 0) | (positions[None, :] > q_pos[t0:t1, None])
+        scores[np.broadcast_to(hidden[:, None, :], scores.shape)] = -np.inf
+        scores *= scale
+        scores -= scores.max(axis=2, keepdims=True)
+        np.exp(scores, out=scores)
+        scores /= scores.sum(axis=2, keepdims=True)
+        out[t0:t1, heads] = (scores.reshape(-1, n_filled) @ v_cache[kvh, :n_filled]).reshape(t1 - t0, -1)
+
+    parallel_map(job, [(kvh, t0) for kvh in range(n_kv) for t0 in range(0, len(q), QUERY_BLOCK)])
     return out

@@ -8,7 +8,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
-from nanosmol.attention import KVCache, attend, store_kv
+from nanosmol.attention import KVCache, attend, attend_batch, store_kv
 from nanosmol.config import ModelConfig
 from nanosmol.gguf_file import GGUFFile
 from nanosmol.layers import RopeTable, rmsnorm, rope_inplace, swiglu_inplace
@@ -147,8 +147,8 @@ class Transformer:
                 rope_inplace(q, c.n_head, c.head_dim, cos, sin)
                 rope_inplace(k, c.n_head_kv, c.head_dim, cos, sin)
             store_kv(cache.k[il], cache.v[il], k, v, slots, c.head_dim)
-            attend(q, cache.k[il], cache.v[il], cache.slot_pos, positions, cache.n_filled,
-                   c.n_head, c.head_dim, attn)
+            attend_batch(q, cache.k[il], cache.v[il], cache.slot_pos, positions, cache.n_filled,
+                         c.n_head, c.head_dim, attn)
             x += project(layer.wo, attn)
             rmsnorm(x, layer.ffn_norm, c.rms_eps, h)
             gate = swiglu_inplace(project(layer.w_gate, h), project(layer.w_up, h))

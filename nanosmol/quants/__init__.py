@@ -3,26 +3,19 @@
 from __future__ import annotations
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
-import numba
 import numpy as np
 from gguf import GGMLQuantizationType
-from threadpoolctl import threadpool_limits
 
 from nanosmol.quants.blocks import SUPPORTED_TYPES, block_geometry
 from nanosmol.quants import kernels
+from nanosmol.workers import n_workers, parallel_map
 
 __all__ = ["QuantMatrix", "SUPPORTED_TYPES", "UnsupportedTypeError"]
 
 TILE_ROWS = 512  # at most this many weight rows dequantized per BLAS call in matmul
 SMALL_BATCH = 4  # up to this many activation rows, repeated matvec beats dequantize + BLAS
 
-# OpenBLAS's idle workers spin, starving Numba's threads of the cores (matvec at 2 threads
-# fell from 5 to 1.6 GB/s after a BLAS call). So BLAS runs single-threaded and matmul
-# spreads its tiles over worker threads of its own.
-threadpool_limits(1, user_api="blas")
-_pool = ThreadPoolExecutor(max_workers=numba.config.NUMBA_NUM_THREADS, thread_name_prefix="nanosmol-tile")
 _scratch = threading.local()
 
 
@@ -83,7 +76,7 @@ class QuantMatrix:
             for i in range(X.shape[0]):
                 kernels.matvec(self.code, self.raw, X[i], out[i])
             return out
-        workers = numba.get_num_threads()
+        workers = n_workers()
         tile_rows = min(TILE_ROWS, -(-self.rows // workers))
 
         def multiply_tiles(worker: int) -> None:  # every workers-th tile, from this worker's first
@@ -92,6 +85,5 @@ class QuantMatrix:
                 kernels.dequantize_tile(self.code, self.raw, r0, tile)
                 out[:, r0 : r0 + tile.shape[0]] = X @ tile.T
 
-        for done in [_pool.submit(multiply_tiles, w) for w in range(workers)]:
-            done.result()
+        parallel_map(multiply_tiles, range(workers))
         return out
