@@ -76,11 +76,11 @@ def lazy_zeros(shape: tuple[int, ...]) -> np.ndarray:
     return np.frombuffer(mmap.mmap(-1, max(n_bytes, 1)), np.float32, count=n_bytes // 4).reshape(shape)
 
 
-@njit(parallel=True, **JIT)
+@njit(nogil=True, **JIT)
 def store_kv(k_cache, v_cache, k, v, slots, head_dim):
     """Write rows k, v [T, n_kv * head_dim] into the layer's cache slots."""
     n_kv = k_cache.shape[0]
-    for h in prange(n_kv):
+    for h in range(n_kv):
         for t in range(k.shape[0]):
             s = slots[t]
             for i in range(head_dim):

@@ -1,18 +1,23 @@
-"""The small layers of the transformer: RMSNorm, RoPE, SwiGLU. Numba, float32, in place where it pays."""
+"""The small layers of the transformer: RMSNorm, RoPE, SwiGLU. Numba, float32, in place where it pays.
+
+Serial and without the GIL: the decode step calls them on one row from compiled code, and
+prefill splits a batch's rows over the worker threads (Numba's own threads would spin
+between parallel regions and starve the BLAS workers).
+"""
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
-JIT = dict(cache=True, fastmath=True, boundscheck=False)
+JIT = dict(cache=True, fastmath=True, boundscheck=False, nogil=True)
 
 
-@njit(parallel=True, **JIT)
+@njit(**JIT)
 def rmsnorm(x, weight, eps, out):
     """out[t] = x[t] / sqrt(mean(x[t]^2) + eps) * weight, for each row t."""
     n, d = x.shape
-    for t in prange(n):
+    for t in range(n):
         ss = np.float32(0.0)
         for i in range(d):
             ss += x[t, i] * x[t, i]
@@ -22,7 +27,7 @@ def rmsnorm(x, weight, eps, out):
     return out
 
 
-@njit(parallel=True, **JIT)
+@njit(**JIT)
 def rope_inplace(x, n_heads, head_dim, cos, sin):
     """Rotate adjacent pairs (x[2j], x[2j+1]) of every head: GGUF's permuted Q/K layout.
 
@@ -30,7 +35,7 @@ def rope_inplace(x, n_heads, head_dim, cos, sin):
     """
     n = x.shape[0]
     half = head_dim // 2
-    for t in prange(n):
+    for t in range(n):
         for h in range(n_heads):
             base = h * head_dim
             for j in range(half):
@@ -42,11 +47,11 @@ def rope_inplace(x, n_heads, head_dim, cos, sin):
                 x[t, base + 2 * j + 1] = a * s + b * c
 
 
-@njit(parallel=True, **JIT)
+@njit(**JIT)
 def swiglu_inplace(gate, up):
     """gate <- silu(gate) * up, the SwiGLU feed-forward activation."""
     n, d = gate.shape
-    for t in prange(n):
+    for t in range(n):
         for i in range(d):
             g = gate[t, i]
             gate[t, i] = g / (np.float32(1.0) + np.exp(-g)) * up[t, i]

@@ -14,6 +14,7 @@ from nanosmol.gguf_file import GGUFFile
 from nanosmol.layers import RopeTable, rmsnorm, rope_inplace, swiglu_inplace
 from nanosmol.quants import QuantMatrix
 from nanosmol.quants.kernels import matvec, matvec_qkv, matvec_swiglu
+from nanosmol.workers import over_rows
 
 PREFILL_CHUNK = 512  # prompt tokens per forward batch: bounds the scratch memory
 
@@ -140,18 +141,20 @@ class Transformer:
         c, cache = self.config, self.cache
         h = np.empty_like(x)
         attn = np.empty((len(x), c.n_head * c.head_dim), np.float32)
+        rows = lambda fn: over_rows(fn, len(x))  # fn(start, stop) over the workers
         for il, layer in enumerate(self.layers):
-            rmsnorm(x, layer.attn_norm, c.rms_eps, h)
+            rows(lambda a, b: rmsnorm(x[a:b], layer.attn_norm, c.rms_eps, h[a:b]))
             q, k, v = project(layer.wq, h), project(layer.wk, h), project(layer.wv, h)
             if layer.use_rope:
-                rope_inplace(q, c.n_head, c.head_dim, cos, sin)
-                rope_inplace(k, c.n_head_kv, c.head_dim, cos, sin)
+                rows(lambda a, b: (rope_inplace(q[a:b], c.n_head, c.head_dim, cos[a:b], sin[a:b]),
+                                   rope_inplace(k[a:b], c.n_head_kv, c.head_dim, cos[a:b], sin[a:b])))
             store_kv(cache.k[il], cache.v[il], k, v, slots, c.head_dim)
             attend_batch(q, cache.k[il], cache.v[il], cache.slot_pos, positions, cache.n_filled,
                          c.n_head, c.head_dim, attn)
             x += project(layer.wo, attn)
-            rmsnorm(x, layer.ffn_norm, c.rms_eps, h)
-            gate = swiglu_inplace(project(layer.w_gate, h), project(layer.w_up, h))
+            rows(lambda a, b: rmsnorm(x[a:b], layer.ffn_norm, c.rms_eps, h[a:b]))
+            gate, up = project(layer.w_gate, h), project(layer.w_up, h)
+            rows(lambda a, b: swiglu_inplace(gate[a:b], up[a:b]))
             x += project(layer.w_down, gate)
 
 
@@ -160,7 +163,8 @@ def decode_layers(x, w, k_cache, v_cache, slot_pos, slots, positions, n_filled, 
     """The layers of _prefill_layers for one token x [1, n_embd], compiled whole.
 
     A SmolLM2-135M step has under 10 ms; dispatching its 400 small ops from Python took a
-    quarter of that. Q, K, V share one parallel region, and so do gate, up and SiLU.
+    quarter of that. Q, K, V share one parallel region, and so do gate, up and SiLU; the
+    small layers run serially on the one row.
     """
     n_head_kv = k_cache.shape[1]
     for il in range(len(w.wq)):

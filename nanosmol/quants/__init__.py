@@ -14,16 +14,18 @@ from nanosmol.workers import n_workers, parallel_map
 __all__ = ["QuantMatrix", "SUPPORTED_TYPES", "UnsupportedTypeError"]
 
 TILE_ROWS = 512  # at most this many weight rows dequantized per BLAS call in matmul
+TRANSPOSED_BATCH = 128  # up to this many activation rows, BLAS computes tile @ X.T
 SMALL_BATCH = 4  # up to this many activation rows, repeated matvec beats dequantize + BLAS
 
 _scratch = threading.local()
 
 
-def _tile_buffer(rows: int, cols: int) -> np.ndarray:
-    """A float32 [rows, cols] scratch tile, reused by each worker thread."""
-    buf = getattr(_scratch, "buf", None)
+def _thread_buffer(name: str, rows: int, cols: int) -> np.ndarray:
+    """A float32 [rows, cols] scratch array, kept by each worker thread under `name`."""
+    buf = getattr(_scratch, name, None)
     if buf is None or buf.size < rows * cols:
-        buf = _scratch.buf = np.empty(rows * cols, np.float32)
+        buf = np.empty(rows * cols, np.float32)
+        setattr(_scratch, name, buf)
     return buf[: rows * cols].reshape(rows, cols)
 
 
@@ -81,9 +83,15 @@ class QuantMatrix:
 
         def multiply_tiles(worker: int) -> None:  # every workers-th tile, from this worker's first
             for r0 in range(worker * tile_rows, self.rows, workers * tile_rows):
-                tile = _tile_buffer(min(tile_rows, self.rows - r0), self.cols)
+                n = min(tile_rows, self.rows - r0)
+                tile = _thread_buffer("tile", n, self.cols)
                 kernels.dequantize_tile(self.code, self.raw, r0, tile)
-                out[:, r0 : r0 + tile.shape[0]] = X @ tile.T
+                if X.shape[0] <= TRANSPOSED_BATCH:  # BLAS is 10-25% faster this way round here
+                    tile_out = _thread_buffer("out", n, X.shape[0])
+                    np.matmul(tile, X.T, out=tile_out)
+                    out[:, r0 : r0 + n] = tile_out.T
+                else:  # and the transposing copy would cost more than it saves
+                    np.matmul(X, tile.T, out=out[:, r0 : r0 + n])
 
         parallel_map(multiply_tiles, range(workers))
         return out
