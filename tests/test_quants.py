@@ -10,7 +10,8 @@ from gguf.quants import dequantize
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nanosmol.quants import SUPPORTED_TYPES, TILE_ROWS, QuantMatrix, UnsupportedTypeError
+from nanosmol.quants import SUPPORTED_TYPES, TILE_ROWS, TRANSPOSED_BATCH, QuantMatrix, UnsupportedTypeError
+from nanosmol.quants.kernels import matvec_qkv, matvec_swiglu
 from nanosmol.quants.blocks import block_geometry
 from nanosmol.quants.synthetic import SCALE_OFFSETS, random_blocks
 
@@ -68,13 +69,42 @@ def test_matvec_matches_float64(qtype, shape):
 
 @pytest.mark.parametrize("qtype", TYPES, ids=lambda t: t.name)
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(n=st.integers(1, 40), rows=st.sampled_from([1, 7, 33, TILE_ROWS + 3]), seed=st.integers(0, 2**32 - 1))
+@given(n=st.one_of(st.integers(1, 40), st.integers(TRANSPOSED_BATCH + 1, TRANSPOSED_BATCH + 20)),
+       rows=st.sampled_from([1, 7, 33, TILE_ROWS + 3]), seed=st.integers(0, 2**32 - 1))
 def test_matmul_matches_float64(qtype, n, rows, seed):
     m, W = matrix(qtype, rows, 2, seed)
     X = np.random.default_rng(seed + 1).standard_normal((n, m.cols)).astype(np.float32)
     out = m.matmul(X)
     assert out.shape == (n, rows)
     assert_product_close(out.T, W, X.T)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(types=st.tuples(*[st.sampled_from(TYPES)] * 3), rows=st.tuples(*[st.integers(1, 40)] * 3),
+       seed=st.integers(0, 2**32 - 1))
+def test_fused_qkv_matches_float64(types, rows, seed):
+    """Three matrices of any types sharing one parallel region, as Q, K and V do in decode."""
+    mats = [matrix(t, r, 256 // block_geometry(t)[0], seed + i) for i, (t, r) in enumerate(zip(types, rows))]
+    x = np.random.default_rng(seed).standard_normal(256).astype(np.float32)
+    outs = [np.full(m.rows, np.nan, np.float32) for m, _ in mats]
+    matvec_qkv(*[a for (m, _), out in zip(mats, outs) for a in (m.code, m.raw, out)], x)
+    for out, (_, W) in zip(outs, mats):
+        assert_product_close(out, W, x)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(gate_type=st.sampled_from(TYPES), up_type=st.sampled_from(TYPES), rows=st.integers(1, 70),
+       seed=st.integers(0, 2**32 - 1))
+def test_fused_swiglu_matches_float64(gate_type, up_type, rows, seed):
+    (g, G), (u, U) = matrix(gate_type, rows, 256 // block_geometry(gate_type)[0], seed), \
+        matrix(up_type, rows, 256 // block_geometry(up_type)[0], seed + 1)
+    x = np.random.default_rng(seed).standard_normal(256).astype(np.float32)
+    out, up = np.full(rows, np.nan, np.float32), np.empty(rows, np.float32)
+    matvec_swiglu(g.code, g.raw, u.code, u.raw, x, out, up)
+    gate64, up64 = G.astype(np.float64) @ x, U.astype(np.float64) @ x
+    expected = gate64 * 0.5 * (1 + np.tanh(gate64 / 2)) * up64  # silu, without overflow in exp
+    scale = (np.abs(G) @ np.abs(x)).max() * (np.abs(U) @ np.abs(x)).max()
+    assert np.all(np.abs(out - expected) <= 1e-5 * scale + 1e-30)
 
 
 @pytest.mark.parametrize("qtype", TYPES, ids=lambda t: t.name)
