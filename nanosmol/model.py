@@ -58,7 +58,7 @@ class LayerStack(NamedTuple):
 
 
 class DecodeScratch(NamedTuple):
-    """One token's activations, allocated once: a decode step allocates nothing."""
+    """One token's activations, allocated once: decode_layers allocates nothing."""
 
     h: np.ndarray  # [1, n_embd]: the normed input of a sublayer
     q: np.ndarray  # [1, n_head * head_dim]

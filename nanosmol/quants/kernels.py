@@ -64,12 +64,18 @@ def n_tasks(w):
     return (w.shape[0] + ROWS_PER_TASK - 1) // ROWS_PER_TASK
 
 
+@njit(inline="always", **JIT)
+def dot_task(qtype, w, x, out, task):
+    """Task number `task` of the matvec out = W @ x."""
+    first, last = task_rows(w, task)
+    dot_rows(qtype, w, x, out, first, last)
+
+
 @njit(parallel=True, **JIT)
 def matvec(qtype, w, x, out):
     """out = W @ x for W [rows, row_bytes] of type qtype, x float32 [cols]."""
     for task in prange(n_tasks(w)):
-        first, last = task_rows(w, task)
-        dot_rows(qtype, w, x, out, first, last)
+        dot_task(qtype, w, x, out, task)
     return out
 
 
@@ -79,14 +85,11 @@ def matvec_qkv(tq, wq, q, tk, wk, k, tv, wv, v, x):
     nq, nk = n_tasks(wq), n_tasks(wk)
     for task in prange(nq + nk + n_tasks(wv)):
         if task < nq:
-            first, last = task_rows(wq, task)
-            dot_rows(tq, wq, x, q, first, last)
+            dot_task(tq, wq, x, q, task)
         elif task < nq + nk:
-            first, last = task_rows(wk, task - nq)
-            dot_rows(tk, wk, x, k, first, last)
+            dot_task(tk, wk, x, k, task - nq)
         else:
-            first, last = task_rows(wv, task - nq - nk)
-            dot_rows(tv, wv, x, v, first, last)
+            dot_task(tv, wv, x, v, task - nq - nk)
 
 
 @njit(parallel=True, **JIT)
