@@ -13,6 +13,7 @@ from nanosmol.config import ModelConfig
 from nanosmol.gguf_file import GGUFFile
 from nanosmol.layers import RopeTable, rmsnorm, rope_inplace, swiglu_inplace
 from nanosmol.quants import QuantMatrix
+from nanosmol.quants.intdot import QuantizedVector, quantize_vector
 from nanosmol.quants.kernels import matvec, matvec_qkv, matvec_swiglu
 from nanosmol.workers import over_rows
 
@@ -68,13 +69,15 @@ class DecodeScratch(NamedTuple):
     out: np.ndarray  # [1, n_embd]: a sublayer's output, before the residual add
     gate: np.ndarray  # [n_ff]
     up: np.ndarray
+    xq: QuantizedVector  # the input of the matrix-vector products, quantized (room for any)
 
     @classmethod
     def of(cls, c: ModelConfig) -> "DecodeScratch":
         row = lambda n: np.zeros((1, n), np.float32)
         return cls(row(c.n_embd), row(c.n_head * c.head_dim), row(c.n_head_kv * c.head_dim),
                    row(c.n_head_kv * c.head_dim), row(c.n_head * c.head_dim), row(c.n_embd),
-                   np.zeros(c.n_ff, np.float32), np.zeros(c.n_ff, np.float32))
+                   np.zeros(c.n_ff, np.float32), np.zeros(c.n_ff, np.float32),
+                   QuantizedVector.empty(max(c.n_embd, c.n_ff, c.n_head * c.head_dim)))
 
 
 def project(w: QuantMatrix, x: np.ndarray) -> np.ndarray:
@@ -170,17 +173,19 @@ def decode_layers(x, w, k_cache, v_cache, slot_pos, slots, positions, n_filled, 
     for il in range(len(w.wq)):
         t = w.qtypes[il]
         rmsnorm(x, w.attn_norm[il], eps, s.h)
-        matvec_qkv(t[0], w.wq[il], s.q[0], t[1], w.wk[il], s.k[0], t[2], w.wv[il], s.v[0], s.h[0])
+        xq = quantize_vector(s.h[0], s.xq)
+        matvec_qkv(t[0], w.wq[il], s.q[0], t[1], w.wk[il], s.k[0], t[2], w.wv[il], s.v[0], s.h[0], xq)
         if w.use_rope[il]:
             rope_inplace(s.q, n_head, head_dim, cos, sin)
             rope_inplace(s.k, n_head_kv, head_dim, cos, sin)
         store_kv(k_cache[il], v_cache[il], s.k, s.v, slots, head_dim)
         attend(s.q, k_cache[il], v_cache[il], slot_pos, positions, n_filled, n_head, head_dim, s.attn)
-        matvec(t[3], w.wo[il], s.attn[0], s.out[0])
+        matvec(t[3], w.wo[il], s.attn[0], quantize_vector(s.attn[0], s.xq), s.out[0])
         x += s.out
         rmsnorm(x, w.ffn_norm[il], eps, s.h)
-        matvec_swiglu(t[4], w.w_gate[il], t[5], w.w_up[il], s.h[0], s.gate, s.up)
-        matvec(t[6], w.w_down[il], s.gate, s.out[0])
+        xq = quantize_vector(s.h[0], s.xq)
+        matvec_swiglu(t[4], w.w_gate[il], t[5], w.w_up[il], s.h[0], xq, s.gate, s.up)
+        matvec(t[6], w.w_down[il], s.gate, quantize_vector(s.gate, s.xq), s.out[0])
         x += s.out
 
 

@@ -10,7 +10,8 @@ from gguf.quants import dequantize
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nanosmol.quants import SUPPORTED_TYPES, TILE_ROWS, TRANSPOSED_BATCH, QuantMatrix, UnsupportedTypeError
+from nanosmol.quants import SMALL_BATCH, SUPPORTED_TYPES, TILE_ROWS, TRANSPOSED_BATCH, QuantMatrix, UnsupportedTypeError
+from nanosmol.quants.intdot import ACTIVATION_BLOCK, QuantizedVector, quantize_vector
 from nanosmol.quants.kernels import matvec_qkv, matvec_swiglu
 from nanosmol.quants.blocks import block_geometry
 from nanosmol.quants.synthetic import SCALE_OFFSETS, random_blocks
@@ -36,6 +37,24 @@ def assert_product_close(ours: np.ndarray, W: np.ndarray, X: np.ndarray) -> None
     expected = W.astype(np.float64) @ X.astype(np.float64)
     scale = np.abs(W).astype(np.float64) @ np.abs(X).astype(np.float64)
     assert np.all(np.abs(ours - expected) <= 1e-5 * scale.max() + 1e-30)
+
+
+def quantized(x: np.ndarray) -> QuantizedVector:
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    return quantize_vector(x, QuantizedVector.empty(len(x)))
+
+
+def matvec_input(qtype: T, x: np.ndarray) -> np.ndarray:
+    """What a matvec multiplies W of this type by: x, or x quantized to int8 as llama.cpp does.
+
+    The quantizer itself is checked against numpy in test_quantize_vector_rounds_to_nearest.
+    """
+    size = ACTIVATION_BLOCK.get(int(qtype))
+    if size is None:
+        return x
+    v = quantized(x)
+    q, d = (v.q32, v.d32) if size == 32 else (v.q256, v.d256)
+    return q[: len(x)].astype(np.float64) * np.repeat(d[: len(x) // size], size)
 
 
 def matrix(qtype: T, rows: int, n_blocks: int, seed: int, scale: float = 1.0) -> tuple[QuantMatrix, np.ndarray]:
@@ -64,7 +83,25 @@ def test_matvec_matches_float64(qtype, shape):
     rows, n_blocks, seed = shape
     m, W = matrix(qtype, rows, n_blocks, seed)
     x = np.random.default_rng(seed + 1).standard_normal(m.cols).astype(np.float32)
-    assert_product_close(m.matvec(x), W, x)
+    assert_product_close(m.matvec(x), W, matvec_input(qtype, x))
+
+
+@settings(max_examples=50, deadline=None)
+@given(n_blocks=st.integers(1, 12), seed=st.integers(0, 2**32 - 1),
+       magnitude=st.sampled_from([0.0, 1e-6, 1.0, 1e4]))
+def test_quantize_vector_rounds_to_nearest(n_blocks, seed, magnitude):
+    """Per block: d = max|x| / 127 and q = round(x / d), so |x - d q| <= d / 2; sums match."""
+    x = (np.random.default_rng(seed).standard_normal(256 * n_blocks) * magnitude).astype(np.float32)
+    v = quantized(x)
+    for size, q, d in ((32, v.q32, v.d32), (256, v.q256, v.d256)):
+        blocks = x.reshape(-1, size).astype(np.float64)
+        d = d[: len(blocks)].astype(np.float64)
+        np.testing.assert_allclose(d, np.abs(blocks).max(axis=1) / 127, rtol=1e-6)
+        error = np.abs(blocks - q.reshape(-1, size) * d[:, None])
+        assert np.all(error <= d[:, None] * (0.5 + 1e-5))
+    np.testing.assert_allclose(v.s32[: len(x) // 32], v.q32.reshape(-1, 32).sum(axis=1) * v.d32[: len(x) // 32],
+                               rtol=1e-6)
+    assert np.array_equal(v.sum16, v.q256.reshape(-1, 16).sum(axis=1))
 
 
 @pytest.mark.parametrize("qtype", TYPES, ids=lambda t: t.name)
@@ -76,6 +113,8 @@ def test_matmul_matches_float64(qtype, n, rows, seed):
     X = np.random.default_rng(seed + 1).standard_normal((n, m.cols)).astype(np.float32)
     out = m.matmul(X)
     assert out.shape == (n, rows)
+    if n <= SMALL_BATCH:  # row by row through matvec
+        X = np.stack([matvec_input(qtype, x) for x in X])
     assert_product_close(out.T, W, X.T)
 
 
@@ -87,9 +126,9 @@ def test_fused_qkv_matches_float64(types, rows, seed):
     mats = [matrix(t, r, 256 // block_geometry(t)[0], seed + i) for i, (t, r) in enumerate(zip(types, rows))]
     x = np.random.default_rng(seed).standard_normal(256).astype(np.float32)
     outs = [np.full(m.rows, np.nan, np.float32) for m, _ in mats]
-    matvec_qkv(*[a for (m, _), out in zip(mats, outs) for a in (m.code, m.raw, out)], x)
-    for out, (_, W) in zip(outs, mats):
-        assert_product_close(out, W, x)
+    matvec_qkv(*[a for (m, _), out in zip(mats, outs) for a in (m.code, m.raw, out)], x, quantized(x))
+    for out, (_, W), qtype in zip(outs, mats, types):
+        assert_product_close(out, W, matvec_input(qtype, x))
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -100,8 +139,8 @@ def test_fused_swiglu_matches_float64(gate_type, up_type, rows, seed):
         matrix(up_type, rows, 256 // block_geometry(up_type)[0], seed + 1)
     x = np.random.default_rng(seed).standard_normal(256).astype(np.float32)
     out, up = np.full(rows, np.nan, np.float32), np.empty(rows, np.float32)
-    matvec_swiglu(g.code, g.raw, u.code, u.raw, x, out, up)
-    gate64, up64 = G.astype(np.float64) @ x, U.astype(np.float64) @ x
+    matvec_swiglu(g.code, g.raw, u.code, u.raw, x, quantized(x), out, up)
+    gate64, up64 = G.astype(np.float64) @ matvec_input(gate_type, x), U.astype(np.float64) @ matvec_input(up_type, x)
     expected = gate64 * 0.5 * (1 + np.tanh(gate64 / 2)) * up64  # silu, without overflow in exp
     scale = (np.abs(G) @ np.abs(x)).max() * (np.abs(U) @ np.abs(x)).max()
     assert np.all(np.abs(out - expected) <= 1e-5 * scale + 1e-30)
@@ -126,7 +165,7 @@ def test_zero_and_extreme_scales(qtype, scale):
     assert np.all(np.isfinite(W))
     x = np.random.default_rng(8).standard_normal(m.cols).astype(np.float32) * 1e-3
     assert_close_to_float_rounding(m.dequantize_rows([0, 1, 2]), W)
-    assert_product_close(m.matvec(x), W, x)
+    assert_product_close(m.matvec(x), W, matvec_input(qtype, x))
     if scale == 0.0 and qtype not in (T.Q4_1, T.Q5_1, T.Q2_K, T.Q4_K, T.Q5_K):  # types with mins keep them
         assert not np.any(m.matvec(x))
 
@@ -137,8 +176,8 @@ def test_one_block_one_row_and_non_contiguous_input(qtype):
     wide = np.random.default_rng(10).standard_normal(2 * m.cols).astype(np.float32)
     x = wide[::2]
     assert not x.flags.c_contiguous
-    assert_product_close(m.matvec(x), W, x)
-    assert_product_close(m.matmul(np.stack([x] * 6)).T, W, np.stack([x] * 6).T)
+    assert_product_close(m.matvec(x), W, matvec_input(qtype, x))
+    assert_product_close(m.matmul(np.stack([x] * (SMALL_BATCH + 2))).T, W, np.stack([x] * (SMALL_BATCH + 2)).T)
 
 
 @pytest.mark.parametrize("qtype", [T.IQ2_XXS, T.TQ1_0, T.MXFP4, T.IQ4_NL])

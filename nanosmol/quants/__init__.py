@@ -9,6 +9,7 @@ from gguf import GGMLQuantizationType
 
 from nanosmol.quants.blocks import SUPPORTED_TYPES, block_geometry
 from nanosmol.quants import kernels
+from nanosmol.quants.intdot import QuantizedVector, quantize_vector
 from nanosmol.workers import n_workers, parallel_map
 
 __all__ = ["QuantMatrix", "SUPPORTED_TYPES", "UnsupportedTypeError"]
@@ -67,7 +68,8 @@ class QuantMatrix:
         x = np.ascontiguousarray(x, dtype=np.float32)
         if out is None:
             out = np.empty(self.rows, np.float32)
-        return kernels.matvec(self.code, self.raw, x, out)
+        xq = quantize_vector(x, QuantizedVector.empty(len(x)))
+        return kernels.matvec(self.code, self.raw, x, xq, out)
 
     def matmul(self, X: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Y = X @ W.T for activations X [n, cols]."""
@@ -76,7 +78,7 @@ class QuantMatrix:
             out = np.empty((X.shape[0], self.rows), np.float32)
         if X.shape[0] <= SMALL_BATCH:
             for i in range(X.shape[0]):
-                kernels.matvec(self.code, self.raw, X[i], out[i])
+                self.matvec(X[i], out[i])
             return out
         workers = n_workers()
         tile_rows = min(TILE_ROWS, -(-self.rows // workers))

@@ -1,50 +1,32 @@
 """Kernels on raw GGUF blocks: matrix-vector product, row dequantization, tiles for BLAS.
 
 All take the type code and the weight as a 2-D uint8 array [rows, row_bytes] read straight
-from the mapped file. Products accumulate in 32 float32 lanes across a whole row, with one
-horizontal sum per row: that is what vectorizes in Numba (integer dot products do not,
-see ENGINEERING.md).
+from the mapped file. A matrix-vector product takes x twice: as float32 and quantized
+(`intdot.QuantizedVector`). The 4-, 5- and 6-bit types multiply the quantized x in integers
+(intdot.py); the others accumulate float products in 32 float32 lanes across a whole row,
+with one horizontal sum per row (blocks.py).
 """
 
 from __future__ import annotations
 
-import numba
 import numpy as np
-from numba import njit, prange, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import njit, prange
 
 from nanosmol.quants.blocks import row_values
+from nanosmol.quants.intdot import has_int_dot, row_dot
+from nanosmol.quants.simd import stack_lanes
 
 JIT = dict(cache=True, fastmath=True, boundscheck=False)
-LANES = 32  # float32 accumulators per row, one horizontal sum at the end
 ROWS_PER_TASK = 16  # rows a thread takes at a time: amortizes scratch set-up, balances load
 
 
-@intrinsic
-def _stack_lanes(typingctx):
-    sig = types.CPointer(types.float32)()
-
-    def codegen(context, builder, signature, args):
-        return cgutils.alloca_once(builder, context.get_value_type(types.float32), size=LANES)
-
-    return sig, codegen
-
-
-@njit(inline="always", **JIT)
-def stack_lanes():
-    """LANES float32 accumulators on the stack of the calling kernel.
-
-    LLVM keeps them in registers across a whole row. A heap array (np.empty) may alias
-    the weights as far as LLVM knows, so every block would store and reload it: twice as
-    slow for Q8_0 and Q4_1.
-    """
-    return numba.carray(_stack_lanes(), LANES)
-
-
 @njit(**JIT)
-def dot_rows(qtype, w, x, out, first, last):
+def dot_rows(qtype, w, x, xq, out, first, last):
     """out[r] = W[r] . x for rows first <= r < last: one task of a matvec, on one thread."""
+    if has_int_dot(qtype):
+        for r in range(first, last):
+            out[r] = row_dot(qtype, w[r], xq, x.shape[0])
+        return
     acc = stack_lanes()
     for r in range(first, last):
         acc[:] = 0.0
@@ -65,40 +47,40 @@ def n_tasks(w):
 
 
 @njit(inline="always", **JIT)
-def dot_task(qtype, w, x, out, task):
+def dot_task(qtype, w, x, xq, out, task):
     """Task number `task` of the matvec out = W @ x."""
     first, last = task_rows(w, task)
-    dot_rows(qtype, w, x, out, first, last)
+    dot_rows(qtype, w, x, xq, out, first, last)
 
 
 @njit(parallel=True, **JIT)
-def matvec(qtype, w, x, out):
-    """out = W @ x for W [rows, row_bytes] of type qtype, x float32 [cols]."""
+def matvec(qtype, w, x, xq, out):
+    """out = W @ x for W [rows, row_bytes] of type qtype, x float32 [cols] and quantized in xq."""
     for task in prange(n_tasks(w)):
-        dot_task(qtype, w, x, out, task)
+        dot_task(qtype, w, x, xq, out, task)
     return out
 
 
 @njit(parallel=True, **JIT)
-def matvec_qkv(tq, wq, q, tk, wk, k, tv, wv, v, x):
+def matvec_qkv(tq, wq, q, tk, wk, k, tv, wv, v, x, xq):
     """q, k, v = Wq x, Wk x, Wv x in one parallel region: three small matrices share it."""
     nq, nk = n_tasks(wq), n_tasks(wk)
     for task in prange(nq + nk + n_tasks(wv)):
         if task < nq:
-            dot_task(tq, wq, x, q, task)
+            dot_task(tq, wq, x, xq, q, task)
         elif task < nq + nk:
-            dot_task(tk, wk, x, k, task - nq)
+            dot_task(tk, wk, x, xq, k, task - nq)
         else:
-            dot_task(tv, wv, x, v, task - nq - nk)
+            dot_task(tv, wv, x, xq, v, task - nq - nk)
 
 
 @njit(parallel=True, **JIT)
-def matvec_swiglu(t_gate, w_gate, t_up, w_up, x, out, up):
+def matvec_swiglu(t_gate, w_gate, t_up, w_up, x, xq, out, up):
     """out = silu(W_gate x) * (W_up x), the whole SwiGLU input side in one parallel region."""
     for task in prange(n_tasks(w_gate)):
         first, last = task_rows(w_gate, task)
-        dot_rows(t_gate, w_gate, x, out, first, last)
-        dot_rows(t_up, w_up, x, up, first, last)
+        dot_rows(t_gate, w_gate, x, xq, out, first, last)
+        dot_rows(t_up, w_up, x, xq, up, first, last)
         for r in range(first, last):
             g = out[r]
             out[r] = g / (np.float32(1.0) + np.exp(-g)) * up[r]

@@ -1,0 +1,235 @@
+"""Integer dot products for decode: weight rows times an activation quantized to int8.
+
+llama.cpp's way, and the reason it decodes 4- and 5-bit files faster than float lanes can:
+the activation is quantized once per matrix-vector product, to int8 with one float scale per
+block (per 32 values for the 32-value weight types, as llama.cpp's Q8_0; per 256 for the
+k-quants, as its Q8_K). Each weight block is then unpacked into unsigned integer codes and
+multiplied with it 32 at a time (`madd_block`), and only the block's integer sum meets a
+float scale. Every type here has weights `d * code + m` per (sub-)block, so its dot product
+is `d * dx * (codes . q) + m * dx * sum(q)`: the second term comes from block sums of the
+quantized activation computed once.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit
+
+from nanosmol.quants.blocks import (Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, f16, high4, k4_scale_min, low4,
+                                    six_bits, u32)
+from nanosmol.quants.simd import (add_scaled, madd_block, or_bits, stack_codes, stack_int_lanes, stack_lanes,
+                                  unpack_nibbles16)
+
+INLINE = dict(cache=True, fastmath=True, boundscheck=False, inline="always")
+JIT = dict(cache=True, fastmath=True, boundscheck=False)
+
+
+class QuantizedVector(NamedTuple):
+    """An activation vector quantized to int8 both ways llama.cpp does (see quantize_vector)."""
+
+    q32: np.ndarray  # int8 [n]: x / d32, rounded, in blocks of 32 (llama.cpp's Q8_0)
+    d32: np.ndarray  # float32 [n / 32]
+    s32: np.ndarray  # float32 [n / 32]: d32 * the block's sum of q32
+    q256: np.ndarray  # int8 [n]: in blocks of 256, for the k-quants (llama.cpp's Q8_K)
+    d256: np.ndarray  # float32 [n / 256]
+    sum16: np.ndarray  # int32 [n / 16]: sums of 16 q256 values, for the k-quants' mins and offsets
+
+    @classmethod
+    def empty(cls, n: int) -> "QuantizedVector":
+        """Room for any vector of up to n values."""
+        return cls(np.zeros(n, np.int8), np.zeros(n // 32, np.float32), np.zeros(n // 32, np.float32),
+                   np.zeros(n, np.int8), np.zeros(n // 256 + 1, np.float32), np.zeros(n // 16, np.int32))
+
+
+@njit(**INLINE)
+def quantize_blocks(x, q, d, size):
+    """q = round(x / d) per block of `size`, with d = max|x| / 127 of the block."""
+    for b in range(x.shape[0] // size):
+        x_block, q_block = x[size * b : size * b + size], q[size * b : size * b + size]  # slices vectorize
+        amax = np.float32(0.0)
+        for i in range(size):
+            amax = max(amax, abs(x_block[i]))
+        inverse = np.float32(127.0) / amax if amax > 0 else np.float32(0.0)
+        for i in range(size):
+            q_block[i] = np.int8(np.rint(x_block[i] * inverse))
+        d[b] = amax / np.float32(127.0)
+
+
+@njit(**INLINE)
+def block_sums(q, sums, size):
+    for b in range(sums.shape[0]):
+        total = 0
+        for value in q[size * b : size * b + size]:
+            total += value
+        sums[b] = total
+
+
+@njit(nogil=True, **JIT)
+def quantize_vector(x, v):
+    """Quantize x into v (a QuantizedVector with room for it): once per matrix-vector product."""
+    n = x.shape[0]
+    quantize_blocks(x, v.q32, v.d32, 32)
+    block_sums(v.q32, v.s32[: n // 32], 32)
+    v.s32[: n // 32] *= v.d32[: n // 32]
+    if n % 256 == 0:  # k-quant rows are whole 256-value blocks; no k-quant matrix has other widths
+        quantize_blocks(x, v.q256, v.d256, 256)
+        block_sums(v.q256, v.sum16[: n // 16], 16)
+    return v
+
+
+# -- 32-value blocks: codes into codes[0:32], weights d * code + m ----------------------
+
+
+@njit(**INLINE)
+def codes_q5(row, o, qh, codes):
+    unpack_nibbles16(codes, row, o)
+    or_bits(codes, qh, 16)  # bit i of qh is the fifth bit of value i
+
+
+@njit(**INLINE)
+def unpack_block32(qtype, row, o, codes):
+    """The codes of the block at row[o], and its d and m."""
+    d = f16(row, o)
+    if qtype == Q4_0:  # d, qs[16]; code - 8
+        unpack_nibbles16(codes, row, o + 2)
+        return d, np.float32(-8.0) * d
+    if qtype == Q4_1:  # d, m, qs[16]
+        unpack_nibbles16(codes, row, o + 4)
+        return d, f16(row, o + 2)
+    if qtype == Q5_0:  # d, qh (u32), qs[16]; code - 16
+        codes_q5(row, o + 6, u32(row, o + 2), codes)
+        return d, np.float32(-16.0) * d
+    codes_q5(row, o + 8, u32(row, o + 4), codes)  # Q5_1: d, m, qh, qs[16]
+    return d, f16(row, o + 2)
+
+
+@njit(**INLINE)
+def block32_bytes(qtype):
+    if qtype == Q4_0:
+        return 18
+    if qtype == Q4_1:
+        return 20
+    return 22 if qtype == Q5_0 else 24
+
+
+@njit(**INLINE)
+def row_dot_block32(qtype, row, v, n):
+    acc, lanes, codes = stack_lanes(), stack_int_lanes(), stack_codes()
+    acc[:8] = 0.0
+    offsets = np.float32(0.0)
+    nbytes = block32_bytes(qtype)
+    for b in range(n // 32):
+        d, m = unpack_block32(qtype, row, nbytes * b, codes)
+        lanes[:] = 0
+        madd_block(lanes, codes, 0, v.q32, 32 * b, 1, 1)
+        scale = d * v.d32[b]
+        add_scaled(acc, lanes, scale)
+        offsets += m * v.s32[b]
+    return acc[:8].sum() + offsets
+
+
+# -- 256-value k-quant super-blocks: integer sums over the whole super-block --------------
+
+
+@njit(**INLINE)
+def codes_k4_pair(row, o, pair, five_bits, codes):
+    """Codes of sub-blocks 2*pair, 2*pair + 1 of a Q4_K (or Q5_K) block into codes[0:64]."""
+    q = o + (48 if five_bits else 16) + 32 * pair
+    for i in range(32):
+        b = row[q + i]
+        lo, hi = low4(b), high4(b)
+        if five_bits:  # qh[32] at o + 16: bit 2*pair is the low sub-block's, 2*pair + 1 the high's
+            h = np.uint8(row[o + 16 + i] >> np.uint8(2 * pair))
+            lo = np.uint8(lo | np.uint8((h & np.uint8(1)) << np.uint8(4)))
+            hi = np.uint8(hi | np.uint8((h & np.uint8(2)) << np.uint8(3)))
+        codes[i] = lo
+        codes[32 + i] = hi
+
+
+@njit(**INLINE)
+def row_dot_k4(row, v, n, five_bits):
+    """Q4_K / Q5_K: d, dmin (f16), scales[12] (6-bit scale and min per 32 values), [qh[32]], qs[128]."""
+    acc, lanes, codes = stack_lanes(), stack_int_lanes(), stack_codes()
+    acc[:8] = 0.0
+    mins = np.float32(0.0)
+    block_bytes = 176 if five_bits else 144
+    for blk in range(n // 256):
+        o = block_bytes * blk
+        lanes[:] = 0
+        min_sum = 0
+        for pair in range(4):
+            sc1, m1 = k4_scale_min(row, o + 4, 2 * pair)
+            sc2, m2 = k4_scale_min(row, o + 4, 2 * pair + 1)
+            codes_k4_pair(row, o, pair, five_bits, codes)
+            x = 256 * blk + 64 * pair
+            madd_block(lanes, codes, 0, v.q256, x, sc1, sc1)
+            madd_block(lanes, codes, 32, v.q256, x + 32, sc2, sc2)
+            s = x // 16
+            min_sum += m1 * (v.sum16[s] + v.sum16[s + 1]) + m2 * (v.sum16[s + 2] + v.sum16[s + 3])
+        scale = f16(row, o) * v.d256[blk]
+        add_scaled(acc, lanes, scale)
+        mins += f16(row, o + 2) * v.d256[blk] * np.float32(min_sum)
+    return acc[:8].sum() - mins
+
+
+@njit(**INLINE)
+def row_dot_q6_k(row, v, n):
+    """Q6_K: ql[128], qh[64], scales[16] (int8, one per 16 values), d (f16); code - 32."""
+    acc, lanes, codes = stack_lanes(), stack_int_lanes(), stack_codes()
+    acc[:8] = 0.0
+    offsets = np.float32(0.0)
+    for blk in range(n // 256):
+        o = 210 * blk
+        lanes[:] = 0
+        offset_sum = 0
+        for half in range(2):
+            ql, qh, sc = o + 64 * half, o + 128 + 32 * half, o + 192 + 8 * half
+            for i in range(32):  # values 32j + i of this half come from these three bytes
+                a, b, h = row[ql + i], row[ql + 32 + i], row[qh + i]
+                codes[i] = six_bits(low4(a), h, 0)
+                codes[32 + i] = six_bits(low4(b), h, 2)
+                codes[64 + i] = six_bits(high4(a), h, 4)
+                codes[96 + i] = six_bits(high4(b), h, 6)
+            for j in range(4):
+                lo, hi = np.int8(row[sc + 2 * j]), np.int8(row[sc + 2 * j + 1])
+                x = 256 * blk + 128 * half + 32 * j
+                madd_block(lanes, codes, 32 * j, v.q256, x, lo, hi)
+                offset_sum += lo * v.sum16[x // 16] + hi * v.sum16[x // 16 + 1]
+        scale = f16(row, o + 208) * v.d256[blk]
+        add_scaled(acc, lanes, scale)
+        offsets += np.float32(32.0) * scale * np.float32(offset_sum)
+    return acc[:8].sum() - offsets
+
+
+# The weight types whose matrix-vector products run here (others: float lanes in blocks.py),
+# each with the block size of its quantized activation.
+ACTIVATION_BLOCK = {Q4_0: 32, Q4_1: 32, Q5_0: 32, Q5_1: 32, Q4_K: 256, Q5_K: 256, Q6_K: 256}
+_INT_DOT_TYPES = tuple(ACTIVATION_BLOCK)
+
+
+@njit(**INLINE)
+def has_int_dot(qtype):
+    return qtype in _INT_DOT_TYPES
+
+
+@njit(**INLINE)
+def row_dot(qtype, row, v, n):
+    """row . x for a weight row of n values and x quantized in v.
+
+    Each branch passes its type as a constant, so every block loop is compiled for one type.
+    """
+    if qtype == Q4_K:
+        return row_dot_k4(row, v, n, False)
+    if qtype == Q6_K:
+        return row_dot_q6_k(row, v, n)
+    if qtype == Q5_0:
+        return row_dot_block32(Q5_0, row, v, n)
+    if qtype == Q4_1:
+        return row_dot_block32(Q4_1, row, v, n)
+    if qtype == Q4_0:
+        return row_dot_block32(Q4_0, row, v, n)
+    if qtype == Q5_1:
+        return row_dot_block32(Q5_1, row, v, n)
+    return row_dot_k4(row, v, n, True)  # Q5_K
