@@ -1,13 +1,16 @@
 """GGML block layouts: each decoder turns one block of raw bytes into float32 values.
 
 Written from ggml's block structs and dequantize_row_* (ggml-common.h, ggml-quants.c).
-Every block function has the signature (row, o, x, acc, out, j, dot): the block's bytes
-start at row[o] and its values are the row's values j, j+1, ... Each value goes to `emit`,
-which either accumulates value * x[j + k] into one of 32 float32 lanes (dot=True, matvec)
-or stores it in out[j + k] (dot=False, dequantization). `dot` is a constant at every call
-site, so after inlining LLVM keeps one branch and vectorizes the loop: one decoder per type
-serves both kernels. `row` is a uint8 array; fp16 scales are read as raw bits through a
-lookup table, because float16 arrays cannot enter Numba.
+The 4- and 5-bit types (Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K) live in intdot.py as integer
+codes; here are the types that take float paths: the plain floats, Q8_0's dot product,
+Q2_K and Q3_K, and Q6_K's dequantization. Every block function has the signature
+(row, o, x, acc, out, j, dot): the block's bytes start at row[o] and its values are the
+row's values j, j+1, ... Each value goes to `emit`, which either accumulates value * x[j + k]
+into one of 32 float32 lanes (dot=True, matvec) or stores it in out[j + k] (dot=False,
+dequantization). `dot` is a constant at every call site, so after inlining LLVM keeps one
+branch and vectorizes the loop: one decoder per type serves both kernels. `row` is a uint8
+array; fp16 scales are read as raw bits through a lookup table, because float16 arrays
+cannot enter Numba. Constants and small bit helpers here are shared with intdot.py.
 """
 
 from __future__ import annotations
@@ -118,60 +121,6 @@ def block_q8_0(row, o, x, acc, out, j, dot):
         emit(d * np.float32(np.int8(row[o + 2 + i])), i, x, acc, out, j, dot)
 
 
-@njit(**INLINE)
-def block_q4_0(row, o, x, acc, out, j, dot):
-    # d (f16), qs[16]: low nibbles are values 0..15, high nibbles 16..31, offset by 8
-    d = f16(row, o)
-    offset = np.float32(-8.0) * d
-    for i in range(16):
-        q = row[o + 2 + i]
-        emit(d * np.float32(low4(q)) + offset, i, x, acc, out, j, dot)
-        emit(d * np.float32(high4(q)) + offset, i + 16, x, acc, out, j, dot)
-
-
-@njit(**INLINE)
-def block_q4_1(row, o, x, acc, out, j, dot):
-    # d, m (f16), qs[16]: value = d * q + m
-    d = f16(row, o)
-    m = f16(row, o + 2)
-    for i in range(16):
-        q = row[o + 4 + i]
-        emit(d * np.float32(low4(q)) + m, i, x, acc, out, j, dot)
-        emit(d * np.float32(high4(q)) + m, i + 16, x, acc, out, j, dot)
-
-
-@njit(**INLINE)
-def q5_values(q, qh, i):
-    """Low and high 5-bit values of byte i of a Q5_0/Q5_1 block (fifth bits in qh)."""
-    lo = np.uint32(low4(q)) | (((qh >> np.uint32(i)) << np.uint32(4)) & np.uint32(0x10))
-    hi = np.uint32(high4(q)) | ((qh >> np.uint32(i + 12)) & np.uint32(0x10))
-    return np.int32(lo), np.int32(hi)
-
-
-@njit(**INLINE)
-def block_q5_0(row, o, x, acc, out, j, dot):
-    # d (f16), qh (u32: the 5th bit of each value), qs[16]; offset by 16
-    d = f16(row, o)
-    offset = np.float32(-16.0) * d
-    qh = u32(row, o + 2)
-    for i in range(16):
-        lo, hi = q5_values(row[o + 6 + i], qh, i)
-        emit(d * np.float32(lo) + offset, i, x, acc, out, j, dot)
-        emit(d * np.float32(hi) + offset, i + 16, x, acc, out, j, dot)
-
-
-@njit(**INLINE)
-def block_q5_1(row, o, x, acc, out, j, dot):
-    # d, m (f16), qh (u32), qs[16]: value = d * q + m
-    d = f16(row, o)
-    m = f16(row, o + 2)
-    qh = u32(row, o + 4)
-    for i in range(16):
-        lo, hi = q5_values(row[o + 8 + i], qh, i)
-        emit(d * np.float32(lo) + m, i, x, acc, out, j, dot)
-        emit(d * np.float32(hi) + m, i + 16, x, acc, out, j, dot)
-
-
 # -- 256-value k-quant super-blocks ----------------------------------------------------
 
 
@@ -229,46 +178,6 @@ def k4_scale_min(row, o, k):
 
 
 @njit(**INLINE)
-def k4_pair_scales(row, o, d, dmin, pair):
-    """Scales and mins of sub-blocks 2*pair and 2*pair + 1 of the Q4_K / Q5_K block at row[o]."""
-    sc1, m1 = k4_scale_min(row, o + 4, 2 * pair)
-    sc2, m2 = k4_scale_min(row, o + 4, 2 * pair + 1)
-    return d * np.float32(sc1), d * np.float32(sc2), dmin * np.float32(m1), dmin * np.float32(m2)
-
-
-@njit(**INLINE)
-def block_q4_k(row, o, x, acc, out, j, dot):
-    # d, dmin (f16), scales[12], qs[128]: 8 sub-blocks of 32 values
-    d = f16(row, o)
-    dmin = f16(row, o + 2)
-    for pair in range(4):
-        d1, d2, mn1, mn2 = k4_pair_scales(row, o, d, dmin, pair)
-        q = o + 16 + 32 * pair
-        for i in range(32):
-            b = row[q + i]
-            emit(d1 * np.float32(low4(b)) - mn1, 64 * pair + i, x, acc, out, j, dot)
-            emit(d2 * np.float32(high4(b)) - mn2, 64 * pair + 32 + i, x, acc, out, j, dot)
-
-
-@njit(**INLINE)
-def block_q5_k(row, o, x, acc, out, j, dot):
-    # d, dmin (f16), scales[12], qh[32] (5th bits), qs[128]
-    d = f16(row, o)
-    dmin = f16(row, o + 2)
-    for pair in range(4):
-        d1, d2, mn1, mn2 = k4_pair_scales(row, o, d, dmin, pair)
-        q = o + 48 + 32 * pair
-        shift = np.uint8(2 * pair)
-        for i in range(32):
-            b = row[q + i]
-            h = np.uint8(row[o + 16 + i] >> shift)
-            lo = np.uint8(low4(b) | np.uint8((h & np.uint8(1)) << np.uint8(4)))
-            hi = np.uint8(high4(b) | np.uint8((h & np.uint8(2)) << np.uint8(3)))
-            emit(d1 * np.float32(lo) - mn1, 64 * pair + i, x, acc, out, j, dot)
-            emit(d2 * np.float32(hi) - mn2, 64 * pair + 32 + i, x, acc, out, j, dot)
-
-
-@njit(**INLINE)
 def block_q6_k(row, o, x, acc, out, j, dot):
     # ql[128] (low 4 bits), qh[64] (high 2 bits), scales[16] int8, d (f16)
     d = f16(row, o + 208)
@@ -299,27 +208,9 @@ def row_values(qtype, row, x, acc, out, dot):
     if qtype == Q8_0:
         for b in range(n // 32):
             block_q8_0(row, 34 * b, x, acc, out, 32 * b, dot)
-    elif qtype == Q4_K:
-        for b in range(n // 256):
-            block_q4_k(row, 144 * b, x, acc, out, 256 * b, dot)
     elif qtype == Q6_K:
         for b in range(n // 256):
             block_q6_k(row, 210 * b, x, acc, out, 256 * b, dot)
-    elif qtype == Q4_0:
-        for b in range(n // 32):
-            block_q4_0(row, 18 * b, x, acc, out, 32 * b, dot)
-    elif qtype == Q4_1:
-        for b in range(n // 32):
-            block_q4_1(row, 20 * b, x, acc, out, 32 * b, dot)
-    elif qtype == Q5_0:
-        for b in range(n // 32):
-            block_q5_0(row, 22 * b, x, acc, out, 32 * b, dot)
-    elif qtype == Q5_1:
-        for b in range(n // 32):
-            block_q5_1(row, 24 * b, x, acc, out, 32 * b, dot)
-    elif qtype == Q5_K:
-        for b in range(n // 256):
-            block_q5_k(row, 176 * b, x, acc, out, 256 * b, dot)
     elif qtype == Q3_K:
         for b in range(n // 256):
             block_q3_k(row, 110 * b, x, acc, out, 256 * b, dot)
@@ -332,6 +223,6 @@ def row_values(qtype, row, x, acc, out, dot):
     elif qtype == BF16:
         for b in range(n // 32):
             block_bf16(row, 64 * b, x, acc, out, 32 * b, dot)
-    else:
+    else:  # F32
         for b in range(n // 32):
             block_f32(row, 128 * b, x, acc, out, 32 * b, dot)

@@ -17,10 +17,10 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
-from nanosmol.quants.blocks import (Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, f16, high4, k4_scale_min, low4,
+from nanosmol.quants.blocks import (Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0, f16, high4, k4_scale_min, low4,
                                     six_bits, u32)
 from nanosmol.quants.simd import (add_scaled, madd_block, or_bits, stack_codes, stack_int_lanes, stack_lanes,
-                                  unpack_nibbles16)
+                                  store_scaled_codes, store_scaled_int8, unpack_nibbles16)
 
 INLINE = dict(cache=True, fastmath=True, boundscheck=False, inline="always")
 JIT = dict(cache=True, fastmath=True, boundscheck=False)
@@ -130,6 +130,20 @@ def row_dot_block32(qtype, row, v, n):
     return acc[:8].sum() + offsets
 
 
+@njit(**INLINE)
+def dequantize_row_block32(qtype, row, out):
+    """The values of a row of Q4_0/Q4_1/Q5_0/Q5_1 (or Q8_0) blocks, for BLAS tiles."""
+    codes = stack_codes()
+    if qtype == Q8_0:  # d, qs[32] int8: the bytes are the codes
+        for b in range(out.shape[0] // 32):
+            store_scaled_int8(out, 32 * b, row, 34 * b + 2, f16(row, 34 * b), np.float32(0.0))
+        return
+    nbytes = block32_bytes(qtype)
+    for b in range(out.shape[0] // 32):
+        d, m = unpack_block32(qtype, row, nbytes * b, codes)
+        store_scaled_codes(out, 32 * b, codes, 0, d, m)
+
+
 # -- 256-value k-quant super-blocks: integer sums over the whole super-block --------------
 
 
@@ -172,6 +186,23 @@ def row_dot_k4(row, v, n, five_bits):
         add_scaled(acc, lanes, scale)
         mins += f16(row, o + 2) * v.d256[blk] * np.float32(min_sum)
     return acc[:8].sum() - mins
+
+
+@njit(**INLINE)
+def dequantize_row_k4(row, out, five_bits):
+    """The values of a row of Q4_K (or Q5_K) blocks: d * scale * code - dmin * min."""
+    codes = stack_codes()
+    block_bytes = 176 if five_bits else 144
+    for blk in range(out.shape[0] // 256):
+        o = block_bytes * blk
+        d, dmin = f16(row, o), f16(row, o + 2)
+        for pair in range(4):
+            sc1, m1 = k4_scale_min(row, o + 4, 2 * pair)
+            sc2, m2 = k4_scale_min(row, o + 4, 2 * pair + 1)
+            codes_k4_pair(row, o, pair, five_bits, codes)
+            j = 256 * blk + 64 * pair
+            store_scaled_codes(out, j, codes, 0, d * np.float32(sc1), -dmin * np.float32(m1))
+            store_scaled_codes(out, j + 32, codes, 32, d * np.float32(sc2), -dmin * np.float32(m2))
 
 
 @njit(**INLINE)

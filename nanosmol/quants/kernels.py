@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from nanosmol.quants.blocks import row_values
-from nanosmol.quants.intdot import has_int_dot, row_dot
+from nanosmol.quants.blocks import Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q8_0, row_values
+from nanosmol.quants.intdot import dequantize_row_block32, dequantize_row_k4, has_int_dot, row_dot
 from nanosmol.quants.simd import stack_lanes
 
 JIT = dict(cache=True, fastmath=True, boundscheck=False)
@@ -86,12 +86,33 @@ def matvec_swiglu(t_gate, w_gate, t_up, w_up, x, xq, out, up):
             out[r] = g / (np.float32(1.0) + np.exp(-g)) * up[r]
 
 
+@njit(inline="always", **JIT)
+def dequantize_row(qtype, row, out):
+    """out = the row's values. Each 32-value type's branch passes it as a constant."""
+    if qtype == Q8_0:
+        dequantize_row_block32(Q8_0, row, out)
+    elif qtype == Q4_1:
+        dequantize_row_block32(Q4_1, row, out)
+    elif qtype == Q5_0:
+        dequantize_row_block32(Q5_0, row, out)
+    elif qtype == Q4_0:
+        dequantize_row_block32(Q4_0, row, out)
+    elif qtype == Q5_1:
+        dequantize_row_block32(Q5_1, row, out)
+    elif qtype == Q4_K:
+        dequantize_row_k4(row, out, False)
+    elif qtype == Q5_K:
+        dequantize_row_k4(row, out, True)
+    else:
+        unused = np.empty(0, np.float32)
+        row_values(qtype, row, unused, unused, out, False)
+
+
 @njit(parallel=True, **JIT)
 def dequantize_rows(qtype, w, row_ids, out):
     """out[k] = row row_ids[k] of W, as float32 (embedding lookups)."""
-    unused = np.empty(0, np.float32)
     for k in prange(row_ids.shape[0]):
-        row_values(qtype, w[row_ids[k]], unused, unused, out[k], False)
+        dequantize_row(qtype, w[row_ids[k]], out[k])
     return out
 
 
@@ -101,7 +122,6 @@ def dequantize_tile(qtype, w, first_row, out):
 
     Serial and without the GIL: matmul runs one tile per Python worker thread.
     """
-    unused = np.empty(0, np.float32)
     for k in range(out.shape[0]):
-        row_values(qtype, w[first_row + k], unused, unused, out[k], False)
+        dequantize_row(qtype, w[first_row + k], out[k])
     return out

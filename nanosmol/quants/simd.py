@@ -198,5 +198,32 @@ def unpack_nibbles16(typingctx, codes, row, at):
     return types.none(codes, row, types.int64), codegen
 
 
+def _store_scaled(signed: bool):
+    @intrinsic
+    def store_scaled(typingctx, out, out_at, codes, codes_at, d, m):
+        """out[out_at + i] = d * codes[codes_at + i] + m for i < 32: a block dequantized.
+
+        Written as a loop, LLVM cannot prove the float output apart from the byte input
+        and leaves the 32 conversions scalar.
+        """
+
+        def codegen(context, builder, signature, args):
+            f32x32 = ir.VectorType(ir.FloatType(), 32)
+            c = builder.load(_vector_at(context, builder, signature.args[2], args[2], args[3], I8x32), align=1)
+            values = (builder.sitofp if signed else builder.uitofp)(c, f32x32)
+            values = builder.fmul(values, _splat(builder, args[4], f32x32), flags=["fast"])
+            values = builder.fadd(values, _splat(builder, args[5], f32x32), flags=["fast"])
+            builder.store(values, _vector_at(context, builder, signature.args[0], args[0], args[1], f32x32), align=4)
+            return context.get_dummy_value()
+
+        return types.none(out, types.int64, codes, types.int64, types.float32, types.float32), codegen
+
+    return store_scaled
+
+
+store_scaled_codes = _store_scaled(signed=False)  # unsigned codes from unpacking
+store_scaled_int8 = _store_scaled(signed=True)  # Q8_0's bytes as they are
+
+
 madd_block = _madd_block(portable=False)
 madd_block_portable = _madd_block(portable=True)  # the non-AVX2 path, for tests on any machine
