@@ -25,9 +25,3 @@ def n_workers() -> int:
 def parallel_map(fn: Callable, jobs: Iterable) -> list:
     """fn(job) for every job, spread over the worker threads; the first error is raised here."""
     return list(_pool.map(fn, jobs))
-
-
-def over_rows(fn: Callable[[int, int], None], n_rows: int) -> None:
-    """fn(start, stop) on one block of rows per worker."""
-    step = -(-n_rows // n_workers())
-    parallel_map(lambda start: fn(start, min(start + step, n_rows)), range(0, n_rows, step))

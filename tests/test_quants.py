@@ -10,7 +10,8 @@ from gguf.quants import dequantize
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nanosmol.quants import SMALL_BATCH, SUPPORTED_TYPES, TILE_ROWS, TRANSPOSED_BATCH, QuantMatrix, UnsupportedTypeError
+from nanosmol.quants import (SMALL_BATCH, SUPPORTED_TYPES, TILE_ROWS, TRANSPOSED_BATCH, QuantMatrix, UnsupportedTypeError,
+                             matmul_all)
 from nanosmol.quants.intdot import ACTIVATION_BLOCK, QuantizedVector, quantize_vector
 from nanosmol.quants.kernels import matvec_qkv, matvec_swiglu
 from nanosmol.quants.blocks import block_geometry
@@ -116,6 +117,20 @@ def test_matmul_matches_float64(qtype, n, rows, seed):
     if n <= SMALL_BATCH:  # row by row through matvec
         X = np.stack([matvec_input(qtype, x) for x in X])
     assert_product_close(out.T, W, X.T)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(types=st.lists(st.sampled_from(TYPES), min_size=1, max_size=3),
+       rows=st.lists(st.sampled_from([1, 5, 64, TILE_ROWS + 7]), min_size=3, max_size=3),
+       n=st.integers(SMALL_BATCH + 1, 70), seed=st.integers(0, 2**32 - 1))
+def test_matmul_all_matches_float64(types, rows, n, seed):
+    """Several matrices' tiles sharing one hand-off to the workers, as prefill's Q, K, V do."""
+    mats = [matrix(t, r, 256 // block_geometry(t)[0], seed + i) for i, (t, r) in enumerate(zip(types, rows))]
+    X = np.random.default_rng(seed).standard_normal((n, 256)).astype(np.float32)
+    outs = matmul_all([m for m, _ in mats], X)
+    for out, (m, W) in zip(outs, mats):
+        assert out.shape == (n, m.rows)
+        assert_product_close(out.T, W, X.T)
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numba import njit
 
-from nanosmol.quants.simd import (add_scaled, madd_block, madd_block_portable, or_bits, stack_int_lanes,
+from nanosmol.simd import (add_scaled, madd_block, madd_block_portable, or_bits, stack_int_lanes,
                                   unpack_nibbles16)
 
 

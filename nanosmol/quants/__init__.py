@@ -12,7 +12,7 @@ from nanosmol.quants import kernels
 from nanosmol.quants.intdot import QuantizedVector, quantize_vector
 from nanosmol.workers import n_workers, parallel_map
 
-__all__ = ["QuantMatrix", "SUPPORTED_TYPES", "UnsupportedTypeError"]
+__all__ = ["QuantMatrix", "SUPPORTED_TYPES", "UnsupportedTypeError", "matmul_all"]
 
 TILE_ROWS = 512  # at most this many weight rows dequantized per BLAS call in matmul
 TRANSPOSED_BATCH = 128  # up to this many activation rows, BLAS computes tile @ X.T
@@ -73,27 +73,38 @@ class QuantMatrix:
 
     def matmul(self, X: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Y = X @ W.T for activations X [n, cols]."""
-        X = np.ascontiguousarray(X, dtype=np.float32)
-        if out is None:
-            out = np.empty((X.shape[0], self.rows), np.float32)
-        if X.shape[0] <= SMALL_BATCH:
+        return matmul_all([self], X, None if out is None else [out])[0]
+
+    def tiles(self, workers: int) -> list[tuple[int, int]]:
+        """(first row, rows) of each weight tile of a matmul: a whole number per worker."""
+        n_tiles = workers * -(-self.rows // (workers * TILE_ROWS))
+        tile_rows = -(-self.rows // n_tiles)
+        return [(r0, min(tile_rows, self.rows - r0)) for r0 in range(0, self.rows, tile_rows)]
+
+    def multiply_tile(self, X: np.ndarray, r0: int, n: int, out: np.ndarray) -> None:
+        """out[:, r0:r0+n] = X @ (rows r0..r0+n of W).T, on this thread's scratch tile."""
+        tile = _thread_buffer("tile", n, self.cols)
+        kernels.dequantize_tile(self.code, self.raw, r0, tile)
+        if X.shape[0] <= TRANSPOSED_BATCH:  # BLAS is 10-25% faster this way round here
+            tile_out = _thread_buffer("out", n, X.shape[0])
+            np.matmul(tile, X.T, out=tile_out)
+            out[:, r0 : r0 + n] = tile_out.T
+        else:  # and the transposing copy would cost more than it saves
+            np.matmul(X, tile.T, out=out[:, r0 : r0 + n])
+
+
+def matmul_all(matrices: list[QuantMatrix], X: np.ndarray, outs: list[np.ndarray] | None = None) -> list[np.ndarray]:
+    """X @ W.T for each W (all with X's width): every matrix's tiles share one hand-off to
+    the workers, so Q, K and V (or gate and up) cost one round trip, not three."""
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    if outs is None:
+        outs = [np.empty((X.shape[0], m.rows), np.float32) for m in matrices]
+    if X.shape[0] <= SMALL_BATCH:
+        for m, out in zip(matrices, outs):
             for i in range(X.shape[0]):
-                self.matvec(X[i], out[i])
-            return out
-        workers = n_workers()
-        tile_rows = min(TILE_ROWS, -(-self.rows // workers))
-
-        def multiply_tiles(worker: int) -> None:  # every workers-th tile, from this worker's first
-            for r0 in range(worker * tile_rows, self.rows, workers * tile_rows):
-                n = min(tile_rows, self.rows - r0)
-                tile = _thread_buffer("tile", n, self.cols)
-                kernels.dequantize_tile(self.code, self.raw, r0, tile)
-                if X.shape[0] <= TRANSPOSED_BATCH:  # BLAS is 10-25% faster this way round here
-                    tile_out = _thread_buffer("out", n, X.shape[0])
-                    np.matmul(tile, X.T, out=tile_out)
-                    out[:, r0 : r0 + n] = tile_out.T
-                else:  # and the transposing copy would cost more than it saves
-                    np.matmul(X, tile.T, out=out[:, r0 : r0 + n])
-
-        parallel_map(multiply_tiles, range(workers))
-        return out
+                m.matvec(X[i], out[i])
+        return outs
+    workers = n_workers()
+    tiles = [(m, r0, n, out) for m, out in zip(matrices, outs) for r0, n in m.tiles(workers)]
+    parallel_map(lambda w: [m.multiply_tile(X, r0, n, out) for m, r0, n, out in tiles[w::workers]], range(workers))
+    return outs

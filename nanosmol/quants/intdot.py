@@ -19,7 +19,7 @@ from numba import njit
 
 from nanosmol.quants.blocks import (Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0, f16, high4, k4_scale_min, low4,
                                     six_bits, u32)
-from nanosmol.quants.simd import (add_scaled, madd_block, or_bits, stack_codes, stack_int_lanes, stack_lanes,
+from nanosmol.simd import (add_scaled, madd_block, or_bits, stack_codes, stack_int_lanes, stack_lanes,
                                   store_scaled_codes, store_scaled_int8, unpack_nibbles16)
 
 INLINE = dict(cache=True, fastmath=True, boundscheck=False, inline="always")

@@ -12,11 +12,12 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from nanosmol.layers import silu
 from nanosmol.quants.blocks import Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q8_0, row_values
 from nanosmol.quants.intdot import dequantize_row_block32, dequantize_row_k4, has_int_dot, row_dot
-from nanosmol.quants.simd import stack_lanes
+from nanosmol.simd import stack_lanes
 
-JIT = dict(cache=True, fastmath=True, boundscheck=False)
+JIT = dict(cache=True, fastmath=True, boundscheck=False, error_model="numpy")
 ROWS_PER_TASK = 16  # rows a thread takes at a time: amortizes scratch set-up, balances load
 
 
@@ -82,8 +83,7 @@ def matvec_swiglu(t_gate, w_gate, t_up, w_up, x, xq, out, up):
         dot_rows(t_gate, w_gate, x, xq, out, first, last)
         dot_rows(t_up, w_up, x, xq, up, first, last)
         for r in range(first, last):
-            g = out[r]
-            out[r] = g / (np.float32(1.0) + np.exp(-g)) * up[r]
+            out[r] = silu(out[r]) * up[r]
 
 
 @njit(inline="always", **JIT)

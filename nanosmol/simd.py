@@ -198,6 +198,16 @@ def unpack_nibbles16(typingctx, codes, row, at):
     return types.none(codes, row, types.int64), codegen
 
 
+@intrinsic
+def float32_from_bits(typingctx, bits):
+    """The float32 whose IEEE bits are the int32 `bits` (a free bitcast; vectorizes)."""
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return types.float32(types.int32), codegen
+
+
 def _store_scaled(signed: bool):
     @intrinsic
     def store_scaled(typingctx, out, out_at, codes, codes_at, d, m):
