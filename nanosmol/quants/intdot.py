@@ -7,7 +7,8 @@ k-quants, as its Q8_K). Each weight block is then unpacked into unsigned integer
 multiplied with it 32 at a time (`madd_block`), and only the block's integer sum meets a
 float scale. Every type here has weights `d * code + m` per (sub-)block, so its dot product
 is `d * dx * (codes . q) + m * dx * sum(q)`: the second term comes from block sums of the
-quantized activation computed once.
+quantized activation computed once. The same codes, scaled back to floats 32 at a time,
+are these types' dequantization (the weight tiles of prefill's BLAS matmul).
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ def quantize_blocks(x, q, d, size):
 
 @njit(**INLINE)
 def block_sums(q, sums, size):
+    """sums[b] = the sum of q's b-th block of `size` values."""
     for b in range(sums.shape[0]):
         total = 0
         for value in q[size * b : size * b + size]:
@@ -107,6 +109,7 @@ def unpack_block32(qtype, row, o, codes):
 
 @njit(**INLINE)
 def block32_bytes(qtype):
+    """Bytes per block of a 32-value type."""
     if qtype == Q4_0:
         return 18
     if qtype == Q4_1:
@@ -116,6 +119,7 @@ def block32_bytes(qtype):
 
 @njit(**INLINE)
 def row_dot_block32(qtype, row, v, n):
+    """Q4_0/Q4_1/Q5_0/Q5_1: one integer sum, one float scale per 32-value block."""
     acc, lanes, codes = stack_lanes(), stack_int_lanes(), stack_codes()
     acc[:8] = 0.0
     offsets = np.float32(0.0)
