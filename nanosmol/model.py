@@ -69,14 +69,16 @@ class DecodeScratch(NamedTuple):
     gate: np.ndarray  # [n_ff]
     up: np.ndarray
     xq: QuantizedVector  # the input of the matrix-vector products, quantized (room for any)
+    scores: np.ndarray  # [n_head, n_ctx]: attention weights over the cache slots, per head
 
     @classmethod
-    def of(cls, c: ModelConfig) -> "DecodeScratch":
+    def of(cls, c: ModelConfig, n_ctx: int) -> "DecodeScratch":
         row = lambda n: np.zeros((1, n), np.float32)
         return cls(row(c.n_embd), row(c.n_head * c.head_dim), row(c.n_head_kv * c.head_dim),
                    row(c.n_head_kv * c.head_dim), row(c.n_head * c.head_dim), row(c.n_embd),
                    np.zeros(c.n_ff, np.float32), np.zeros(c.n_ff, np.float32),
-                   QuantizedVector.empty(max(c.n_embd, c.n_ff, c.n_head * c.head_dim)))
+                   QuantizedVector.empty(max(c.n_embd, c.n_ff, c.n_head * c.head_dim)),
+                   np.zeros((c.n_head, n_ctx), np.float32))
 
 
 def project(w: QuantMatrix, x: np.ndarray) -> np.ndarray:
@@ -110,7 +112,7 @@ class Transformer:
             for i in range(c.n_layer)
         ]
         self.stack = LayerStack.of(self.layers)
-        self.scratch = DecodeScratch.of(c)
+        self.scratch = DecodeScratch.of(c, n_ctx)
         self.cache = KVCache(c.n_layer, n_ctx, c.n_head_kv, c.head_dim, n_keep=min(n_keep, n_ctx - 1))
         self.rope = RopeTable(c.head_dim, c.rope_theta, n_ctx)
 
@@ -181,7 +183,7 @@ def decode_layers(x, w, k_cache, v_cache, slot_pos, slots, positions, n_filled, 
             rope_inplace(s.q, n_head, head_dim, cos, sin)
             rope_inplace(s.k, n_head_kv, head_dim, cos, sin)
         store_kv(k_cache[il], v_cache[il], s.k, s.v, slots, head_dim)
-        attend(s.q, k_cache[il], v_cache[il], slot_pos, positions, n_filled, n_head, head_dim, s.attn)
+        attend(s.q, k_cache[il], v_cache[il], slot_pos, positions, n_filled, n_head, head_dim, s.attn, s.scores)
         matvec(t[3], w.wo[il], s.attn[0], quantize_vector(s.attn[0], s.xq), s.out[0])
         x += s.out
         rmsnorm(x, w.ffn_norm[il], eps, s.h)

@@ -38,7 +38,7 @@ def test_batched_attention_matches_decode_kernel_and_float64(n_kv, group, head_d
     q = rng.standard_normal((n_q, n_head * head_dim)).astype(np.float32)
     args = (q, k_cache, v_cache, slot_pos, q_pos, n_filled, n_head, head_dim)
     batched = attend_batch(*args, np.full_like(q, np.nan))
-    per_query = attend(*args, np.full_like(q, np.nan))
+    per_query = attend(*args, np.full_like(q, np.nan), np.full((n_q * n_head, n_filled + 3), np.nan, np.float32))
     np.testing.assert_allclose(batched, per_query, atol=2e-5)
     if n_q <= 20:
         np.testing.assert_allclose(batched, float64_attention(*args), atol=2e-5)
