@@ -81,10 +81,10 @@ class DecodeScratch(NamedTuple):
                    np.zeros((c.n_head, n_ctx), np.float32))
 
 
-def project(w: QuantMatrix, x: np.ndarray) -> np.ndarray:
-    """x @ W.T: one token through the matvec kernel, a batch through the matmul kernel."""
+def project(w: QuantMatrix, x: np.ndarray, xq: QuantizedVector) -> np.ndarray:
+    """x @ W.T: one token through the matvec kernel (x quantized into xq), a batch through matmul."""
     if x.shape[0] == 1:
-        return w.matvec(x[0])[None, :]
+        return w.matvec(x[0], xq=xq)[None, :]
     return w.matmul(x)
 
 
@@ -137,7 +137,7 @@ class Transformer:
         if not all_logits:
             x = x[-1:]
         rmsnorm(x, self.output_norm, c.rms_eps, x)
-        logits = project(self.output, x)
+        logits = project(self.output, x, self.scratch.xq)
         return logits if all_logits else logits[0]
 
     def _prefill_layers(self, x, slots, positions, cos, sin) -> None:

@@ -64,11 +64,13 @@ class QuantMatrix:
         out = np.empty((ids.shape[0], self.cols), np.float32)
         return kernels.dequantize_rows(self.code, self.raw, ids, out)
 
-    def matvec(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    def matvec(self, x: np.ndarray, out: np.ndarray | None = None,
+               xq: QuantizedVector | None = None) -> np.ndarray:
+        """W @ x. xq: room for x quantized (decode passes its scratch; else one is made)."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         if out is None:
             out = np.empty(self.rows, np.float32)
-        xq = quantize_vector(x, QuantizedVector.empty(len(x)))
+        xq = quantize_vector(x, QuantizedVector.empty(len(x)) if xq is None else xq)
         return kernels.matvec(self.code, self.raw, x, xq, out)
 
     def matmul(self, X: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
