@@ -103,10 +103,10 @@ def attend(q, k_cache, v_cache, slot_pos, q_pos, n_filled, n_head, head_dim, out
     scale = np.float32(1.0 / math.sqrt(head_dim))
     for job in prange(q.shape[0] * n_head):
         t, h = job // n_head, job % n_head
-        kv, base = k_cache[h // group], h * head_dim
+        keys, values, base = k_cache[h // group], v_cache[h // group], h * head_dim
         query, weights = q[t, base : base + head_dim], scores[job, :n_filled]
         for s in range(n_filled):
-            key = kv[s]
+            key = keys[s]
             dot = np.float32(0.0)
             for i in range(head_dim):
                 dot += query[i] * key[i]
@@ -119,7 +119,7 @@ def attend(q, k_cache, v_cache, slot_pos, q_pos, n_filled, n_head, head_dim, out
         for s in range(n_filled):
             weights[s] = exp32(weights[s] - top) if 0 <= slot_pos[s] <= q_pos[t] else np.float32(0.0)
             total += weights[s]
-        mixed, values = out[t, base : base + head_dim], v_cache[h // group]
+        mixed = out[t, base : base + head_dim]
         mixed[:] = 0.0
         for s in range(n_filled):
             w, value = weights[s] / total, values[s]

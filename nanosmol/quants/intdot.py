@@ -152,8 +152,9 @@ def dequantize_row_block32(qtype, row, out):
 
 
 @njit(**INLINE)
-def codes_k4_pair(row, o, pair, five_bits, codes):
-    """Codes of sub-blocks 2*pair, 2*pair + 1 of a Q4_K (or Q5_K) block into codes[0:64]."""
+def unpack_k4_pair(row, o, pair, five_bits, codes):
+    """Sub-blocks 2*pair and 2*pair + 1 of the Q4_K (or Q5_K) block at row[o]: their codes
+    into codes[0:64], and their scales and mins (sc1, m1, sc2, m2) as returned."""
     q = o + (48 if five_bits else 16) + 32 * pair
     for i in range(32):
         b = row[q + i]
@@ -164,6 +165,9 @@ def codes_k4_pair(row, o, pair, five_bits, codes):
             hi = np.uint8(hi | np.uint8((h & np.uint8(2)) << np.uint8(3)))
         codes[i] = lo
         codes[32 + i] = hi
+    sc1, m1 = k4_scale_min(row, o + 4, 2 * pair)
+    sc2, m2 = k4_scale_min(row, o + 4, 2 * pair + 1)
+    return sc1, m1, sc2, m2
 
 
 @njit(**INLINE)
@@ -178,9 +182,7 @@ def row_dot_k4(row, v, n, five_bits):
         lanes[:] = 0
         min_sum = 0
         for pair in range(4):
-            sc1, m1 = k4_scale_min(row, o + 4, 2 * pair)
-            sc2, m2 = k4_scale_min(row, o + 4, 2 * pair + 1)
-            codes_k4_pair(row, o, pair, five_bits, codes)
+            sc1, m1, sc2, m2 = unpack_k4_pair(row, o, pair, five_bits, codes)
             x = 256 * blk + 64 * pair
             madd_block(lanes, codes, 0, v.q256, x, sc1, sc1)
             madd_block(lanes, codes, 32, v.q256, x + 32, sc2, sc2)
@@ -201,9 +203,7 @@ def dequantize_row_k4(row, out, five_bits):
         o = block_bytes * blk
         d, dmin = f16(row, o), f16(row, o + 2)
         for pair in range(4):
-            sc1, m1 = k4_scale_min(row, o + 4, 2 * pair)
-            sc2, m2 = k4_scale_min(row, o + 4, 2 * pair + 1)
-            codes_k4_pair(row, o, pair, five_bits, codes)
+            sc1, m1, sc2, m2 = unpack_k4_pair(row, o, pair, five_bits, codes)
             j = 256 * blk + 64 * pair
             store_scaled_codes(out, j, codes, 0, d * np.float32(sc1), -dmin * np.float32(m1))
             store_scaled_codes(out, j + 32, codes, 32, d * np.float32(sc2), -dmin * np.float32(m2))
