@@ -1,59 +1,150 @@
-"""The issue-6 speed table: `nanosmol bench` on the five target files next to llama.cpp's figures.
+"""The speed table: nanosmol and llama.cpp side by side, in one process, on one instruction set.
 
-llama.cpp's figures are those in ../shared/ENGINEERING.md (llama-bench, 2 threads, this
-machine class). Make the synthetic files first, then point this script at their folder:
+Both engines load the same file with the same threads; every test runs nanosmol then llama.cpp
+(alternating who goes first), for --rounds rounds, and the table gives medians and their
+ratio, the GB/s of weights each decode streams and its share of the host's read bandwidth
+(measured here, first), and the GFLOP/s of each prefill (2 x weights x tokens).
 
-    D=~/.cache/nanosmol/SmolLM2-135M-Instruct.Q4_1.gguf    # the default model
-    python tools/make_synthetic.py smollm2-135m Q8_0 models/135m-q8.gguf --vocab $D
-    python tools/make_synthetic.py smollm2-135m Q4_K_M models/135m-q4km.gguf --vocab $D
-    python tools/make_synthetic.py smollm3-3b Q4_K_M models/3b-q4km.gguf
-    python tools/make_synthetic.py smollm3-3b Q8_0 models/3b-q8.gguf
-    python tools/bench_targets.py models
+llama.cpp comes from llama-cpp-python built for the same instruction set
+(`bash ../shared/llama-cpp/build.sh avx2|avx512 VENV`), never from the project's dependencies:
+
+    python tools/make_synthetic.py smollm3-3b Q4_K_M models/3b-q4km.gguf    # and the others:
+    python tools/make_synthetic.py smollm3-3b Q8_0 models/3b-q8.gguf       # see make_synthetic.py
+    python tools/bench_targets.py models --isa avx2 --llama VENV_AVX2
+    python tools/bench_targets.py models --isa native --llama VENV_AVX512
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
+import glob
+import statistics
 import sys
+import time
 from pathlib import Path
 
-# file stem: (llama.cpp prefill tok/s, the prompt length it was measured at, decode tok/s)
-LLAMA_CPP = {
-    "135m-q41": (284, 128, 121), "135m-q8": (510, 128, 100), "135m-q4km": (432, 128, 115),
-    "3b-q4km": (25.6, 64, 8.76), "3b-q8": (23.6, 64, 5.63),
-}
+from isa import ISAS, describe_target, reexec_for
+
+FILES = ("135m-q41", "135m-q8", "135m-q4km", "3b-q4km", "3b-q8")  # stems in the folder; 135m-q41: the default model
 DEFAULT_MODEL = Path.home() / ".cache" / "nanosmol" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def bench(path: Path, small: bool, threads: int) -> list[dict]:
-    prompts, gen, reps = ("64,128,512", "32", "3") if small else ("64,512", "16", "2")
-    cmd = ["nanosmol", "bench", "-m", str(path), "-p", prompts, "-n", gen, "-t", str(threads), "-r", reps,
-           "-c", "4096", "--json"]
-    return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folder", type=Path, help="holds 135m-q8.gguf, 135m-q4km.gguf, 3b-q4km.gguf, 3b-q8.gguf")
+    parser.add_argument("--isa", choices=ISAS, required=True)
+    parser.add_argument("--llama", type=Path, required=True, help="venv of llama-cpp-python built for --isa")
+    parser.add_argument("--files", default=",".join(FILES))
+    parser.add_argument("--tests", default="pp64,pp512,tg32")
+    parser.add_argument("-t", "--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    return parser.parse_args()
+
+
+class Nanosmol:
+    name = "nanosmol"
+
+    def __init__(self, path: Path, threads: int):
+        import nanosmol
+        from nanosmol import bench
+
+        self.model, self.bench = nanosmol.load(path, n_ctx=1024, n_threads=threads), bench
+        self.vocab = self.model.config.vocab_size
+
+    def prefill(self, tokens) -> float:
+        return self.bench.time_prefill(self.model, len(tokens))
+
+    def decode(self, n: int) -> float:
+        return self.bench.time_decode(self.model, n)
+
+
+class LlamaCpp:
+    name = "llama.cpp"
+
+    def __init__(self, path: Path, threads: int):
+        from llama_cpp import Llama
+
+        self.llm = Llama(str(path), n_ctx=1024, n_batch=512, n_ubatch=512, n_threads=threads,
+                         n_threads_batch=threads, verbose=False)
+
+    def prefill(self, tokens) -> float:
+        self.llm.reset()
+        start = time.perf_counter()
+        self.llm.eval(list(tokens))
+        return len(tokens) / (time.perf_counter() - start)
+
+    def decode(self, n: int) -> float:
+        """n single-token steps after one, as nanosmol's bench (and llama-bench's tg) does."""
+        self.llm.reset()
+        self.llm.eval([1])
+        start = time.perf_counter()
+        for i in range(n):
+            self.llm.eval([100 + i])
+        return n / (time.perf_counter() - start)
+
+
+def run_test(engine, test: str, vocab: int) -> float:
+    import numpy as np
+
+    n = int(test[2:])
+    if test.startswith("pp"):
+        return engine.prefill(np.random.default_rng(n).integers(0, vocab, n))
+    return engine.decode(n)
+
+
+def weight_bytes(path: Path) -> tuple[int, int]:
+    """(bytes a decode step reads, weights a prefill multiplies per token): all matrices
+    but the embedding table, which is only looked up, unless it is also the output."""
+    from nanosmol.gguf_file import GGUFFile
+
+    with GGUFFile(path) as f:
+        tied = "output.weight" not in f.tensors
+        used = [t for name, t in f.tensors.items() if tied or name != "token_embd.weight"]
+        return sum(t.nbytes for t in used), sum(t.n_elements for t in used if len(t.shape) == 2)
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("folder", type=Path, help="holds 135m-q8.gguf, 135m-q4km.gguf, 3b-q4km.gguf, 3b-q8.gguf")
-    parser.add_argument("-t", "--threads", type=int, default=2)
-    args = parser.parse_args()
-    print("| file | test | nanosmol tok/s | llama.cpp tok/s | ratio | load | peak RSS |")
+    args = parse_args()
+    reexec_for(args.isa)
+    site = glob.glob(str(args.llama / "lib" / "python3*" / "site-packages"))
+    if not site:
+        sys.exit(f"no llama-cpp-python venv at {args.llama}: bash ../shared/llama-cpp/build.sh ISA {args.llama}")
+    sys.path.append(site[0])  # after ours: our numpy, its llama_cpp
+
+    from bandwidth import read_bandwidth
+
+    bandwidth = read_bandwidth(args.threads)
+    print(f"{describe_target()}; llama.cpp from {args.llama}; {args.threads} threads, "
+          f"medians of {args.rounds} rounds; read bandwidth {bandwidth:.1f} GB/s\n")
+    print("| file | test | nanosmol t/s | llama.cpp t/s | ratio | nanosmol | llama.cpp |")
     print("|---|---|---|---|---|---|---|")
-    for stem, (pp_ref, pp_at, tg_ref) in LLAMA_CPP.items():
+    for stem in args.files.split(","):
         path = DEFAULT_MODEL if stem == "135m-q41" else args.folder / f"{stem}.gguf"
         if not path.exists():
             print(f"| {stem} | missing: {path} |", flush=True)
             continue
-        for r in bench(path, stem.startswith("135m"), args.threads):
-            ref = tg_ref if r["test"].startswith("tg") else pp_ref
-            ref_note = "" if r["test"].startswith("tg") or r["test"] == f"pp{pp_at}" else f" (pp{pp_at})"
-            print(f"| {stem} | {r['test']} | {r['tokens_per_second']:.1f} ± {r['std']:.1f} | {ref}{ref_note} | "
-                  f"{r['tokens_per_second'] / ref:.2f}x | {r['load_seconds']:.2f} s | {r['peak_rss'] / 2**20:.0f} MiB |",
+        nbytes, n_weights = weight_bytes(path)
+        engines = [Nanosmol(path, args.threads), LlamaCpp(path, args.threads)]
+        vocab = engines[0].vocab
+        for test in args.tests.split(","):
+            for engine in engines:
+                run_test(engine, test[:2] + "8", vocab)  # warm-up: compiles, pages the weights in
+            samples = {e.name: [] for e in engines}
+            for r in range(args.rounds):
+                for engine in engines[:: 1 if r % 2 == 0 else -1]:
+                    samples[engine.name].append(run_test(engine, test, vocab))
+            ours, theirs = (statistics.median(samples[e.name]) for e in engines)
+
+            def rate(tps):
+                if test.startswith("tg"):
+                    gbs = tps * nbytes / 1e9
+                    return f"{gbs:.1f} GB/s ({100 * gbs / bandwidth:.0f}%)"
+                return f"{2 * n_weights * tps / 1e9:.0f} GFLOP/s"
+
+            print(f"| {stem} | {test} | {ours:.1f} | {theirs:.1f} | {ours / theirs:.2f}x | {rate(ours)} | {rate(theirs)} |",
                   flush=True)
-    return 0
+        del engines
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
