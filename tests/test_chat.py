@@ -141,6 +141,11 @@ def test_scripted_chat_through_a_pipe(default_model_path):
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert "Paris" in proc.stdout and "Rome" in proc.stdout
+    # The pipe answers each turn in the context of the last, exactly as the API's session does.
+    session = ChatSession(nanosmol.load(default_model_path), max_tokens=30, temperature=0.0)
+    for question in ("What is the capital of France?", "And what about Italy?"):
+        answer = "".join(piece.text for piece in session.reply(question)).strip()
+        assert answer and answer in proc.stdout
     stats = [l for l in lines if l.startswith("(context")]
     prefilled = [int(l.split("prefilled ")[1].split()[0]) for l in stats]
     assert len(prefilled) == 2 and prefilled[1] < prefilled[0]  # the second turn prefills only itself

@@ -103,6 +103,7 @@ def test_quantize_vector_rounds_to_nearest(n_blocks, seed, magnitude):
     np.testing.assert_allclose(v.s32[: len(x) // 32], v.q32.reshape(-1, 32).sum(axis=1) * v.d32[: len(x) // 32],
                                rtol=1e-6)
     assert np.array_equal(v.sum16, v.q256.reshape(-1, 16).sum(axis=1))
+    assert np.array_equal(v.sum32, v.q256.reshape(-1, 32).sum(axis=1))
 
 
 @pytest.mark.parametrize("qtype", TYPES, ids=lambda t: t.name)

@@ -1,9 +1,9 @@
 """GGML block layouts: each decoder turns one block of raw bytes into float32 values.
 
 Written from ggml's block structs and dequantize_row_* (ggml-common.h, ggml-quants.c).
-The 4- and 5-bit types (Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K) live in intdot.py as integer
-codes; here are the types that take float paths: the plain floats, Q8_0's dot product,
-Q2_K and Q3_K, and Q6_K's dequantization. Every block function has the signature
+Q8_0 and the 4- and 5-bit types (Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K) live in intdot.py and
+vecdot.py as integer codes; here are the types that take float paths: the plain floats, Q2_K
+and Q3_K, and Q6_K's dequantization. Every block function has the signature
 (row, o, x, acc, out, j, dot): the block's bytes start at row[o] and its values are the
 row's values j, j+1, ... Each value goes to `emit`, which either accumulates value * x[j + k]
 into one of 32 float32 lanes (dot=True, matvec) or stores it in out[j + k] (dot=False,
@@ -110,17 +110,6 @@ def block_bf16(row, o, x, acc, out, j, dot):
         emit(BF16_TO_F32[np.int64(row[o + 2 * i]) | (np.int64(row[o + 2 * i + 1]) << 8)], i, x, acc, out, j, dot)
 
 
-# -- 32-value blocks ------------------------------------------------------------------
-
-
-@njit(**INLINE)
-def block_q8_0(row, o, x, acc, out, j, dot):
-    # d (f16), qs[32] int8
-    d = f16(row, o)
-    for i in range(32):
-        emit(d * np.float32(np.int8(row[o + 2 + i])), i, x, acc, out, j, dot)
-
-
 # -- 256-value k-quant super-blocks ----------------------------------------------------
 
 
@@ -205,10 +194,7 @@ def block_q6_k(row, o, x, acc, out, j, dot):
 def row_values(qtype, row, x, acc, out, dot):
     """Every block of one row through its type's block function (dispatch once per row)."""
     n = x.shape[0] if dot else out.shape[0]
-    if qtype == Q8_0:
-        for b in range(n // 32):
-            block_q8_0(row, 34 * b, x, acc, out, 32 * b, dot)
-    elif qtype == Q6_K:
+    if qtype == Q6_K:
         for b in range(n // 256):
             block_q6_k(row, 210 * b, x, acc, out, 256 * b, dot)
     elif qtype == Q3_K:

@@ -1,14 +1,14 @@
 """Integer dot products for decode: weight rows times an activation quantized to int8.
 
-llama.cpp's way, and the reason it decodes 4- and 5-bit files faster than float lanes can:
+llama.cpp's way, and the reason it decodes quantized files faster than float lanes can:
 the activation is quantized once per matrix-vector product, to int8 with one float scale per
 block (per 32 values for the 32-value weight types, as llama.cpp's Q8_0; per 256 for the
-k-quants, as its Q8_K). Each weight block is then unpacked into unsigned integer codes and
-multiplied with it 32 at a time (`madd_block`), and only the block's integer sum meets a
+k-quants, as its Q8_K). Each weight block is then multiplied with it in integers, whole
+blocks at a time in vector registers (vecdot.py), and only the block's integer sum meets a
 float scale. Every type here has weights `d * code + m` per (sub-)block, so its dot product
 is `d * dx * (codes . q) + m * dx * sum(q)`: the second term comes from block sums of the
-quantized activation computed once. The same codes, scaled back to floats 32 at a time,
-are these types' dequantization (the weight tiles of prefill's BLAS matmul).
+quantized activation computed once. The same codes, unpacked and scaled back to floats 32
+at a time, are these types' dequantization (the weight tiles of prefill's BLAS matmul).
 """
 
 from __future__ import annotations
@@ -18,10 +18,9 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
-from nanosmol.quants.blocks import (Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0, f16, high4, k4_scale_min, low4,
-                                    six_bits, u32)
-from nanosmol.simd import (add_scaled, madd_block, or_bits, stack_codes, stack_int_lanes, stack_lanes,
-                                  store_scaled_codes, store_scaled_int8, unpack_nibbles16)
+from nanosmol.quants.blocks import Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0, f16, high4, k4_scale_min, low4, u32
+from nanosmol.quants.vecdot import dot_q4_0, dot_q4_1, dot_q4_k, dot_q5_0, dot_q5_1, dot_q5_k, dot_q6_k, dot_q8_0
+from nanosmol.simd import or_bits, stack_codes, stack_lanes, store_scaled_codes, store_scaled_int8, unpack_nibbles16
 
 INLINE = dict(cache=True, fastmath=True, boundscheck=False, inline="always")
 JIT = dict(cache=True, fastmath=True, boundscheck=False)
@@ -35,13 +34,14 @@ class QuantizedVector(NamedTuple):
     s32: np.ndarray  # float32 [n / 32]: d32 * the block's sum of q32
     q256: np.ndarray  # int8 [n]: in blocks of 256, for the k-quants (llama.cpp's Q8_K)
     d256: np.ndarray  # float32 [n / 256]
-    sum16: np.ndarray  # int32 [n / 16]: sums of 16 q256 values, for the k-quants' mins and offsets
+    sum16: np.ndarray  # int16 [n / 16]: sums of 16 q256 values, for Q6_K's offsets
+    sum32: np.ndarray  # int16 [n / 32]: sums of 32 q256 values, for Q4_K's and Q5_K's mins
 
     @classmethod
     def empty(cls, n: int) -> "QuantizedVector":
         """Room for any vector of up to n values."""
         return cls(np.zeros(n, np.int8), np.zeros(n // 32, np.float32), np.zeros(n // 32, np.float32),
-                   np.zeros(n, np.int8), np.zeros(n // 256 + 1, np.float32), np.zeros(n // 16, np.int32))
+                   np.zeros(n, np.int8), np.zeros(n // 256 + 1, np.float32), np.zeros(n // 16, np.int16), np.zeros(n // 32, np.int16))
 
 
 @njit(**INLINE)
@@ -78,6 +78,7 @@ def quantize_vector(x, v):
     if n % 256 == 0:  # k-quant rows are whole 256-value blocks; no k-quant matrix has other widths
         quantize_blocks(x, v.q256, v.d256, 256)
         block_sums(v.q256, v.sum16[: n // 16], 16)
+        block_sums(v.q256, v.sum32[: n // 32], 32)
     return v
 
 
@@ -91,20 +92,41 @@ def codes_q5(row, o, qh, codes):
 
 
 @njit(**INLINE)
-def unpack_block32(qtype, row, o, codes):
-    """The codes of the block at row[o], and its d and m."""
+def block32_scales(qtype, row, o):
+    """d and m of the 32-value block at row[o]: its values are d * code + m."""
     d = f16(row, o)
     if qtype == Q4_0:  # d, qs[16]; code - 8
-        unpack_nibbles16(codes, row, o + 2)
         return d, np.float32(-8.0) * d
-    if qtype == Q4_1:  # d, m, qs[16]
-        unpack_nibbles16(codes, row, o + 4)
-        return d, f16(row, o + 2)
     if qtype == Q5_0:  # d, qh (u32), qs[16]; code - 16
-        codes_q5(row, o + 6, u32(row, o + 2), codes)
         return d, np.float32(-16.0) * d
-    codes_q5(row, o + 8, u32(row, o + 4), codes)  # Q5_1: d, m, qh, qs[16]
-    return d, f16(row, o + 2)
+    return d, f16(row, o + 2)  # Q4_1: d, m, qs[16]; Q5_1: d, m, qh, qs[16]
+
+
+@njit(**INLINE)
+def unpack_block32(qtype, row, o, codes):
+    """The codes of the block at row[o], and its d and m."""
+    if qtype == Q4_0:
+        unpack_nibbles16(codes, row, o + 2)
+    elif qtype == Q4_1:
+        unpack_nibbles16(codes, row, o + 4)
+    elif qtype == Q5_0:
+        codes_q5(row, o + 6, u32(row, o + 2), codes)
+    else:
+        codes_q5(row, o + 8, u32(row, o + 4), codes)
+    return block32_scales(qtype, row, o)
+
+
+@njit(**INLINE)
+def dot_block32(qtype, acc, row, o, q8, x_at, scale):
+    """acc[0:8] += scale * (the block's codes . q8[x_at : x_at + 32]): one vecdot intrinsic per type."""
+    if qtype == Q4_0:
+        dot_q4_0(acc, row, o, q8, x_at, scale)
+    elif qtype == Q4_1:
+        dot_q4_1(acc, row, o, q8, x_at, scale)
+    elif qtype == Q5_0:
+        dot_q5_0(acc, row, o, q8, x_at, scale)
+    else:
+        dot_q5_1(acc, row, o, q8, x_at, scale)
 
 
 @njit(**INLINE)
@@ -120,16 +142,13 @@ def block32_bytes(qtype):
 @njit(**INLINE)
 def row_dot_block32(qtype, row, v, n):
     """Q4_0/Q4_1/Q5_0/Q5_1: one integer sum, one float scale per 32-value block."""
-    acc, lanes, codes = stack_lanes(), stack_int_lanes(), stack_codes()
+    acc = stack_lanes()
     acc[:8] = 0.0
     offsets = np.float32(0.0)
     nbytes = block32_bytes(qtype)
     for b in range(n // 32):
-        d, m = unpack_block32(qtype, row, nbytes * b, codes)
-        lanes[:] = 0
-        madd_block(lanes, codes, 0, v.q32, 32 * b, 1, 1)
-        scale = d * v.d32[b]
-        add_scaled(acc, lanes, scale)
+        d, m = block32_scales(qtype, row, nbytes * b)
+        dot_block32(qtype, acc, row, nbytes * b, v.q32, 32 * b, d * v.d32[b])
         offsets += m * v.s32[b]
     return acc[:8].sum() + offsets
 
@@ -173,25 +192,16 @@ def unpack_k4_pair(row, o, pair, five_bits, codes):
 @njit(**INLINE)
 def row_dot_k4(row, v, n, five_bits):
     """Q4_K / Q5_K: d, dmin (f16), scales[12] (6-bit scale and min per 32 values), [qh[32]], qs[128]."""
-    acc, lanes, codes = stack_lanes(), stack_int_lanes(), stack_codes()
-    acc[:8] = 0.0
-    mins = np.float32(0.0)
+    acc = stack_lanes()
+    acc[:16] = 0.0
     block_bytes = 176 if five_bits else 144
     for blk in range(n // 256):
-        o = block_bytes * blk
-        lanes[:] = 0
-        min_sum = 0
-        for pair in range(4):
-            sc1, m1, sc2, m2 = unpack_k4_pair(row, o, pair, five_bits, codes)
-            x = 256 * blk + 64 * pair
-            madd_block(lanes, codes, 0, v.q256, x, sc1, sc1)
-            madd_block(lanes, codes, 32, v.q256, x + 32, sc2, sc2)
-            s = x // 16
-            min_sum += m1 * (v.sum16[s] + v.sum16[s + 1]) + m2 * (v.sum16[s + 2] + v.sum16[s + 3])
-        scale = f16(row, o) * v.d256[blk]
-        add_scaled(acc, lanes, scale)
-        mins += f16(row, o + 2) * v.d256[blk] * np.float32(min_sum)
-    return acc[:8].sum() - mins
+        o, dx = block_bytes * blk, v.d256[blk]
+        if five_bits:
+            dot_q5_k(acc, row, o, v.q256, 256 * blk, v.sum32, dx)
+        else:
+            dot_q4_k(acc, row, o, v.q256, 256 * blk, v.sum32, dx)
+    return acc[:8].sum() - acc[8:16].sum()
 
 
 @njit(**INLINE)
@@ -212,35 +222,27 @@ def dequantize_row_k4(row, out, five_bits):
 @njit(**INLINE)
 def row_dot_q6_k(row, v, n):
     """Q6_K: ql[128], qh[64], scales[16] (int8, one per 16 values), d (f16); code - 32."""
-    acc, lanes, codes = stack_lanes(), stack_int_lanes(), stack_codes()
+    acc = stack_lanes()
     acc[:8] = 0.0
-    offsets = np.float32(0.0)
     for blk in range(n // 256):
         o = 210 * blk
-        lanes[:] = 0
-        offset_sum = 0
-        for half in range(2):
-            ql, qh, sc = o + 64 * half, o + 128 + 32 * half, o + 192 + 8 * half
-            for i in range(32):  # values 32j + i of this half come from these three bytes
-                a, b, h = row[ql + i], row[ql + 32 + i], row[qh + i]
-                codes[i] = six_bits(low4(a), h, 0)
-                codes[32 + i] = six_bits(low4(b), h, 2)
-                codes[64 + i] = six_bits(high4(a), h, 4)
-                codes[96 + i] = six_bits(high4(b), h, 6)
-            for j in range(4):
-                lo, hi = np.int8(row[sc + 2 * j]), np.int8(row[sc + 2 * j + 1])
-                x = 256 * blk + 128 * half + 32 * j
-                madd_block(lanes, codes, 32 * j, v.q256, x, lo, hi)
-                offset_sum += lo * v.sum16[x // 16] + hi * v.sum16[x // 16 + 1]
-        scale = f16(row, o + 208) * v.d256[blk]
-        add_scaled(acc, lanes, scale)
-        offsets += np.float32(32.0) * scale * np.float32(offset_sum)
-    return acc[:8].sum() - offsets
+        dot_q6_k(acc, row, o, v.q256, 256 * blk, v.sum16, v.d256[blk])
+    return acc[:8].sum()
+
+
+@njit(**INLINE)
+def row_dot_q8_0(row, v, n):
+    """Q8_0: d (f16), qs[32] int8 per block: an int8 by int8 product per block."""
+    acc = stack_lanes()
+    acc[:8] = 0.0
+    for b in range(n // 32):
+        dot_q8_0(acc, row, 34 * b, v.q32, 32 * b, v.d32[b])
+    return acc[:8].sum()
 
 
 # The weight types whose matrix-vector products run here (others: float lanes in blocks.py),
 # each with the block size of its quantized activation.
-ACTIVATION_BLOCK = {Q4_0: 32, Q4_1: 32, Q5_0: 32, Q5_1: 32, Q4_K: 256, Q5_K: 256, Q6_K: 256}
+ACTIVATION_BLOCK = {Q8_0: 32, Q4_0: 32, Q4_1: 32, Q5_0: 32, Q5_1: 32, Q4_K: 256, Q5_K: 256, Q6_K: 256}
 _INT_DOT_TYPES = tuple(ACTIVATION_BLOCK)
 
 
@@ -259,6 +261,8 @@ def row_dot(qtype, row, v, n):
         return row_dot_k4(row, v, n, False)
     if qtype == Q6_K:
         return row_dot_q6_k(row, v, n)
+    if qtype == Q8_0:
+        return row_dot_q8_0(row, v, n)
     if qtype == Q5_0:
         return row_dot_block32(Q5_0, row, v, n)
     if qtype == Q4_1:

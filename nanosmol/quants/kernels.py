@@ -2,9 +2,9 @@
 
 All take the type code and the weight as a 2-D uint8 array [rows, row_bytes] read straight
 from the mapped file. A matrix-vector product takes x twice: as float32 and quantized
-(`intdot.QuantizedVector`). The 4-, 5- and 6-bit types multiply the quantized x in integers
-(intdot.py); the others accumulate float products in 32 float32 lanes across a whole row,
-with one horizontal sum per row (blocks.py).
+(`intdot.QuantizedVector`). Q8_0 and the 4-, 5- and 6-bit types multiply the quantized x in
+integers (intdot.py); the others accumulate float products in 32 float32 lanes across a whole
+row, with one horizontal sum per row (blocks.py).
 """
 
 from __future__ import annotations

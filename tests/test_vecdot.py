@@ -1,0 +1,99 @@
+"""The whole-block dot products of vecdot.py: the target's form against the portable one and float64."""
+
+from __future__ import annotations
+
+import numpy as np
+from gguf import GGMLQuantizationType as T
+from gguf.quants import dequantize
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from numba import njit
+
+from nanosmol.quants.intdot import QuantizedVector, quantize_vector, row_dot
+from nanosmol.quants.synthetic import SCALE_OFFSETS, random_blocks
+from nanosmol.quants.vecdot import (dot_q4_0, dot_q4_0_portable, dot_q4_1, dot_q4_1_portable, dot_q4_k,
+                                    dot_q4_k_portable, dot_q5_0, dot_q5_0_portable, dot_q5_1, dot_q5_1_portable,
+                                    dot_q5_k, dot_q5_k_portable, dot_q6_k, dot_q6_k_portable, dot_q8_0,
+                                    dot_q8_0_portable)
+
+Q4_0, Q4_1, Q5_0, Q5_1 = int(T.Q4_0), int(T.Q4_1), int(T.Q5_0), int(T.Q5_1)
+Q4_K, Q5_K, Q6_K, Q8_0 = int(T.Q4_K), int(T.Q5_K), int(T.Q6_K), int(T.Q8_0)
+TYPES = [T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.Q4_K, T.Q5_K, T.Q6_K]
+
+
+@njit(cache=True)
+def lanes_both_ways(qtype, row, v, n):
+    """acc lanes of one row's blocks, [0] through the target's intrinsics, [1] the portable ones."""
+    acc = np.zeros((2, 32), np.float32)
+    fast, portable = acc[0], acc[1]
+    if qtype != Q4_K and qtype != Q5_K and qtype != Q6_K:  # any scale will do for the comparison
+        for b in range(n // 32):
+            scale = v.d32[b]
+            if qtype == Q8_0:
+                dot_q8_0(fast, row, 34 * b, v.q32, 32 * b, scale)
+                dot_q8_0_portable(portable, row, 34 * b, v.q32, 32 * b, scale)
+            elif qtype == Q4_0:
+                dot_q4_0(fast, row, 18 * b, v.q32, 32 * b, scale)
+                dot_q4_0_portable(portable, row, 18 * b, v.q32, 32 * b, scale)
+            elif qtype == Q4_1:
+                dot_q4_1(fast, row, 20 * b, v.q32, 32 * b, scale)
+                dot_q4_1_portable(portable, row, 20 * b, v.q32, 32 * b, scale)
+            elif qtype == Q5_0:
+                dot_q5_0(fast, row, 22 * b, v.q32, 32 * b, scale)
+                dot_q5_0_portable(portable, row, 22 * b, v.q32, 32 * b, scale)
+            else:
+                dot_q5_1(fast, row, 24 * b, v.q32, 32 * b, scale)
+                dot_q5_1_portable(portable, row, 24 * b, v.q32, 32 * b, scale)
+        return acc
+    for blk in range(n // 256):
+        dx = v.d256[blk]
+        if qtype == Q6_K:
+            dot_q6_k(fast, row, 210 * blk, v.q256, 256 * blk, v.sum16, dx)
+            dot_q6_k_portable(portable, row, 210 * blk, v.q256, 256 * blk, v.sum16, dx)
+        elif qtype == Q4_K:
+            dot_q4_k(fast, row, 144 * blk, v.q256, 256 * blk, v.sum32, dx)
+            dot_q4_k_portable(portable, row, 144 * blk, v.q256, 256 * blk, v.sum32, dx)
+        else:
+            dot_q5_k(fast, row, 176 * blk, v.q256, 256 * blk, v.sum32, dx)
+            dot_q5_k_portable(portable, row, 176 * blk, v.q256, 256 * blk, v.sum32, dx)
+    return acc
+
+
+@njit(cache=True)
+def one_row_dot(qtype, row, v, n):
+    return row_dot(qtype, row, v, n)
+
+
+def extreme_row(qtype: T, n_blocks: int, rng) -> np.ndarray:
+    """Every code byte at its extreme (0xFF; Q8_0: -128), scales random: where a saturating add would show."""
+    row = random_blocks(qtype, 1, n_blocks, rng)[0]
+    blocks = row.reshape(n_blocks, -1).copy()
+    keep = np.zeros(blocks.shape[1], bool)
+    for offset in SCALE_OFFSETS[qtype]:
+        keep[offset : offset + 2] = True  # fp16 scales stay finite
+    if qtype == T.Q6_K:
+        keep[192:208] = True  # int8 scales keep their random signs
+    if qtype in (T.Q4_K, T.Q5_K):
+        keep[4:16] = True  # 6-bit scales and mins
+    blocks[:, ~keep] = 0x80 if qtype == T.Q8_0 else 0xFF
+    return blocks.reshape(-1)
+
+
+@settings(max_examples=80, deadline=None)
+@given(qtype=st.sampled_from(TYPES), n_blocks=st.integers(1, 5), seed=st.integers(0, 2**32 - 1),
+       extreme=st.booleans())
+def test_block_dots_agree_with_portable_and_float64(qtype, n_blocks, seed, extreme):
+    rng = np.random.default_rng(seed)
+    size = 256 if qtype in (T.Q4_K, T.Q5_K, T.Q6_K) else 32
+    row = extreme_row(qtype, n_blocks, rng) if extreme else random_blocks(qtype, 1, n_blocks, rng)[0]
+    x = rng.standard_normal(n_blocks * size).astype(np.float32)
+    if extreme:  # activations at +-127 after quantization
+        x = np.where(rng.random(len(x)) < 0.5, -1.0, 1.0).astype(np.float32)
+    v = quantize_vector(x, QuantizedVector.empty(len(x)))
+    acc = lanes_both_ways(int(qtype), row, v, len(x))
+    assert np.array_equal(acc[0], acc[1])
+    ours = one_row_dot(int(qtype), row, v, len(x))
+    q, d = (v.q32, v.d32) if size == 32 else (v.q256, v.d256)
+    x_used = q[: len(x)].astype(np.float64) * np.repeat(d[: len(x) // size], size)
+    W = dequantize(row[None, :], qtype).astype(np.float64).reshape(-1)
+    assert abs(ours - W @ x_used) <= 1e-5 * (np.abs(W) @ np.abs(x_used)) + 1e-30
