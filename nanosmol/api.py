@@ -163,9 +163,12 @@ class Model:
 
 
 def set_threads(n_threads: int | None) -> None:
+    """Threads for nanosmol's kernels; None: one per physical core."""
     import numba
 
-    n = numba.config.NUMBA_NUM_THREADS if n_threads is None else n_threads
+    from nanosmol.workers import physical_cores
+
+    n = physical_cores() if n_threads is None else n_threads
     if not 1 <= n <= numba.config.NUMBA_NUM_THREADS:
         raise ValueError(f"threads must be within 1..{numba.config.NUMBA_NUM_THREADS}")
     numba.set_num_threads(n)

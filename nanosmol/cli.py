@@ -69,7 +69,7 @@ def model_options(f):
                      help="GGUF file (default: SmolLM2-135M-Instruct Q4_1, fetched on first use)."),
         click.option("-c", "--ctx", "n_ctx", type=click.IntRange(min=8), default=4096, show_default=True,
                      help="Context size in tokens (KV cache slots)."),
-        click.option("-t", "--threads", "n_threads", type=click.IntRange(min=1), help="Threads (default: all cores)."),
+        click.option("-t", "--threads", "n_threads", type=click.IntRange(min=1), help="Threads (default: one per physical core)."),
         click.option("--verbose", is_flag=True, help="Print load time and tok/s at the end."),
     ]
     for option in reversed(options):

@@ -15,6 +15,7 @@ from nanosmol.layers import RopeTable, rmsnorm, rope_inplace, swiglu_inplace
 from nanosmol.quants import QuantMatrix, matmul_all
 from nanosmol.quants.intdot import QuantizedVector, quantize_vector
 from nanosmol.quants.kernels import matvec, matvec_qkv, matvec_swiglu
+from nanosmol.workers import single_threaded_blas
 
 PREFILL_CHUNK = 512  # prompt tokens per forward batch: bounds the scratch memory
 
@@ -134,7 +135,8 @@ class Transformer:
         """Feed tokens after those already cached; logits of the last token (or of all)."""
         tokens = np.asarray(tokens, dtype=np.int64)
         chunk = min(PREFILL_CHUNK, self.cache.ring_size)
-        outputs = [self._forward_chunk(tokens[i : i + chunk], all_logits) for i in range(0, len(tokens), chunk)]
+        with single_threaded_blas():  # attention's BLAS calls on this thread too
+            outputs = [self._forward_chunk(tokens[i : i + chunk], all_logits) for i in range(0, len(tokens), chunk)]
         return np.concatenate(outputs) if all_logits else outputs[-1]
 
     def _forward_chunk(self, tokens: np.ndarray, all_logits: bool) -> np.ndarray:

@@ -106,6 +106,17 @@ def test_token_outside_vocabulary_is_refused():
         micro_model("micro-llama-F32.gguf").logits([1, 2, 9999])
 
 
+def test_blas_threads_are_the_users_outside_nanosmol_calls():
+    """nanosmol runs BLAS single-threaded inside its own calls only: the user's setting stands."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    blas_threads = lambda: {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+    with threadpool_limits(2, user_api="blas"):
+        model = micro_model("micro-llama-Q8_0.gguf")
+        model.logits(list(range(20)))  # prefill: BLAS on the workers, one thread each
+        assert blas_threads() == {2}
+
+
 @pytest.mark.parametrize("name", ["micro-llama-Q8_0.gguf", "micro-smollm3-Q4_K_M.gguf"])
 def test_decode_rescores_its_top_logits_exactly(name):
     """The best candidates' logits in decode are the float product of the final activation."""
