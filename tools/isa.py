@@ -4,8 +4,8 @@ Numba reads its target at import, from NUMBA_CPU_NAME and NUMBA_CPU_FEATURES. Th
 not enough: with NUMBA_CPU_NAME=haswell and no feature list Numba still hands LLVM the host's
 features, so an AVX-512 host gets AVX-512 code. `--isa avx2` therefore sets both (haswell with
 an empty feature list: LLVM's own haswell, AVX2 + FMA + F16C + BMI2 and nothing newer).
-The OpenBLAS pins of these machines (see ../shared/ENGINEERING.md) stay for AVX2 runs, where
-numpy's BLAS should run AVX2 code too, and are lifted for native runs, as on a user's machine.
+numpy's BLAS (prefill) follows: AVX2 runs set OPENBLAS_CORETYPE=Haswell, native runs lift
+any OpenBLAS pin (see ../shared/ENGINEERING.md), as on a user's machine.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def isa_environment(isa: str) -> dict[str, str]:
     for name in ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES"):
         env.pop(name, None)
     if isa == "avx2":
-        env.update(NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES="")
+        env.update(NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES="", OPENBLAS_CORETYPE="Haswell")
     else:
         env.pop("OPENBLAS_CORETYPE", None)
         env.pop("OPENBLAS_L2_SIZE", None)
@@ -44,5 +44,8 @@ def describe_target() -> str:
     features = config.CPU_FEATURES if config.CPU_FEATURES is not None else binding.get_host_cpu_features().flatten()
     avx512 = "avx512f" in open("/proc/cpuinfo").read()
     compiled = "AVX-512" if "+avx512f" in features.split(",") else "AVX2" if cpu != "generic" else "baseline"
+    from threadpoolctl import threadpool_info
+
+    blas = ", ".join(f"{i['internal_api']} {i.get('architecture')}" for i in threadpool_info() if i["user_api"] == "blas")
     return (f"host {binding.get_host_cpu_name()} ({'with' if avx512 else 'no'} AVX-512), "
-            f"nanosmol compiled for {cpu} ({compiled})")
+            f"nanosmol compiled for {cpu} ({compiled}), BLAS {blas}")
