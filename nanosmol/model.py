@@ -14,6 +14,7 @@ from nanosmol.gguf_file import GGUFFile
 from nanosmol.layers import RopeTable, rmsnorm, rope_inplace, swiglu_inplace
 from nanosmol.quants import QuantMatrix, matmul_all
 from nanosmol.quants.intdot import QuantizedVector, quantize_vector
+from nanosmol.quants import kernels
 from nanosmol.quants.kernels import matvec, matvec_qkv, matvec_swiglu
 from nanosmol.workers import single_threaded_blas
 
@@ -71,6 +72,7 @@ class DecodeScratch(NamedTuple):
     up: np.ndarray
     xq: QuantizedVector  # the input of the matrix-vector products, quantized (room for any)
     scores: np.ndarray  # [n_head, n_ctx]: attention weights over the cache slots, per head
+    row: np.ndarray  # [n_embd]: one output-matrix row, dequantized
 
     @classmethod
     def of(cls, c: ModelConfig, n_ctx: int) -> "DecodeScratch":
@@ -79,21 +81,20 @@ class DecodeScratch(NamedTuple):
                    row(c.n_head_kv * c.head_dim), row(c.n_head * c.head_dim), row(c.n_embd),
                    np.zeros(c.n_ff, np.float32), np.zeros(c.n_ff, np.float32),
                    QuantizedVector.empty(max(c.n_embd, c.n_ff, c.n_head * c.head_dim)),
-                   np.zeros((c.n_head, n_ctx), np.float32))
+                   np.zeros((c.n_head, n_ctx), np.float32), np.zeros(c.n_embd, np.float32))
 
 
 RESCORED = 16  # decode's best candidates whose logits are recomputed from the float activation
 
 
-def rescore_top(output: QuantMatrix, x: np.ndarray, logits: np.ndarray) -> None:
+def rescore_top(output: QuantMatrix, x: np.ndarray, logits: np.ndarray, scratch: np.ndarray) -> None:
     """Recompute the top RESCORED logits of one token exactly (weights . float x), in place.
 
     Decode's int8 activations move logits by ~1% of their range, enough to flip a near-tie
     at the top, which greedy decoding turns into different text (the default model answers
-    "What is the capital of France?" with "Paris" only in float). Sixteen rows cost microseconds.
+    "What is the capital of France?" with "Paris" only in float). It costs microseconds.
     """
-    top = np.argpartition(logits, -RESCORED)[-RESCORED:] if len(logits) > RESCORED else np.arange(len(logits))
-    logits[top] = output.dequantize_rows(top) @ x
+    kernels.rescore_top(output.code, output.raw, x, logits, min(RESCORED, len(logits)), scratch)
 
 
 def project(w: QuantMatrix, x: np.ndarray, xq: QuantizedVector) -> np.ndarray:
@@ -155,7 +156,7 @@ class Transformer:
         rmsnorm(x, self.output_norm, c.rms_eps, x)
         logits = project(self.output, x, self.scratch.xq)
         if len(x) == 1:
-            rescore_top(self.output, x[0], logits[0])
+            rescore_top(self.output, x[0], logits[0], self.scratch.row)
         return logits if all_logits else logits[0]
 
     def _prefill_layers(self, x, slots, positions, cos, sin) -> None:

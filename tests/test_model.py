@@ -127,7 +127,7 @@ def test_decode_rescores_its_top_logits_exactly(name):
     x = np.random.default_rng(0).standard_normal((1, model.config.n_embd)).astype(np.float32)
     logits = tr.output.matvec(x[0])  # int8 activation
     exact = tr.output.dequantize_rows(np.arange(tr.output.rows)).astype(np.float64) @ x[0]
-    rescore_top(tr.output, x[0], logits)
+    rescore_top(tr.output, x[0], logits, np.zeros(tr.output.cols, np.float32))
     top = np.argsort(logits)[-RESCORED:]
     np.testing.assert_allclose(logits[top], exact[top], rtol=1e-5, atol=1e-5 * np.abs(exact).max())
     assert logits.argmax() == exact.argmax()

@@ -11,13 +11,15 @@ from numba import njit
 
 from nanosmol.quants.intdot import QuantizedVector, quantize_vector, row_dot
 from nanosmol.quants.synthetic import SCALE_OFFSETS, random_blocks
-from nanosmol.quants.vecdot import (dot_q4_0, dot_q4_0_portable, dot_q4_1, dot_q4_1_portable, dot_q4_k,
+from nanosmol.quants.vecdot import (dot_bf16, dot_bf16_portable, dot_f16, dot_f16_portable, dot_f32,
+                                    dot_f32_portable, dot_q4_0, dot_q4_0_portable, dot_q4_1, dot_q4_1_portable, dot_q4_k,
                                     dot_q4_k_portable, dot_q5_0, dot_q5_0_portable, dot_q5_1, dot_q5_1_portable,
                                     dot_q5_k, dot_q5_k_portable, dot_q6_k, dot_q6_k_portable, dot_q8_0,
                                     dot_q8_0_portable)
 
 Q4_0, Q4_1, Q5_0, Q5_1 = int(T.Q4_0), int(T.Q4_1), int(T.Q5_0), int(T.Q5_1)
 Q4_K, Q5_K, Q6_K, Q8_0 = int(T.Q4_K), int(T.Q5_K), int(T.Q6_K), int(T.Q8_0)
+F16, BF16 = int(T.F16), int(T.BF16)
 TYPES = [T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.Q4_K, T.Q5_K, T.Q6_K]
 
 
@@ -33,17 +35,17 @@ def lanes_both_ways(qtype, row, v, n):
                 dot_q8_0(fast, row, 34 * b, v.q32, 32 * b, scale)
                 dot_q8_0_portable(portable, row, 34 * b, v.q32, 32 * b, scale)
             elif qtype == Q4_0:
-                dot_q4_0(fast, row, 18 * b, v.q32, 32 * b, scale)
-                dot_q4_0_portable(portable, row, 18 * b, v.q32, 32 * b, scale)
+                dot_q4_0(fast, row, 18 * b, v.q32, 32 * b, scale, v.s32[b])
+                dot_q4_0_portable(portable, row, 18 * b, v.q32, 32 * b, scale, v.s32[b])
             elif qtype == Q4_1:
-                dot_q4_1(fast, row, 20 * b, v.q32, 32 * b, scale)
-                dot_q4_1_portable(portable, row, 20 * b, v.q32, 32 * b, scale)
+                dot_q4_1(fast, row, 20 * b, v.q32, 32 * b, scale, v.s32[b])
+                dot_q4_1_portable(portable, row, 20 * b, v.q32, 32 * b, scale, v.s32[b])
             elif qtype == Q5_0:
-                dot_q5_0(fast, row, 22 * b, v.q32, 32 * b, scale)
-                dot_q5_0_portable(portable, row, 22 * b, v.q32, 32 * b, scale)
+                dot_q5_0(fast, row, 22 * b, v.q32, 32 * b, scale, v.s32[b])
+                dot_q5_0_portable(portable, row, 22 * b, v.q32, 32 * b, scale, v.s32[b])
             else:
-                dot_q5_1(fast, row, 24 * b, v.q32, 32 * b, scale)
-                dot_q5_1_portable(portable, row, 24 * b, v.q32, 32 * b, scale)
+                dot_q5_1(fast, row, 24 * b, v.q32, 32 * b, scale, v.s32[b])
+                dot_q5_1_portable(portable, row, 24 * b, v.q32, 32 * b, scale, v.s32[b])
         return acc
     for blk in range(n // 256):
         dx = v.d256[blk]
@@ -97,3 +99,38 @@ def test_block_dots_agree_with_portable_and_float64(qtype, n_blocks, seed, extre
     x_used = q[: len(x)].astype(np.float64) * np.repeat(d[: len(x) // size], size)
     W = dequantize(row[None, :], qtype).astype(np.float64).reshape(-1)
     assert abs(ours - W @ x_used) <= 1e-5 * (np.abs(W) @ np.abs(x_used)) + 1e-30
+
+
+@njit(cache=True)
+def float_lanes_both_ways(qtype, row, x):
+    """The 32 lanes of a float row's dot product, through the target's and the portable intrinsics."""
+    acc = np.zeros((2, 32), np.float32)
+    for b in range(x.shape[0] // 32):
+        if qtype == F16:
+            dot_f16(acc[0], row, 64 * b, x, 32 * b)
+            dot_f16_portable(acc[1], row, 64 * b, x, 32 * b)
+        elif qtype == BF16:
+            dot_bf16(acc[0], row, 64 * b, x, 32 * b)
+            dot_bf16_portable(acc[1], row, 64 * b, x, 32 * b)
+        else:
+            dot_f32(acc[0], row, 128 * b, x, 32 * b)
+            dot_f32_portable(acc[1], row, 128 * b, x, 32 * b)
+    return acc
+
+
+@settings(max_examples=40, deadline=None)
+@given(qtype=st.sampled_from([T.F32, T.F16, T.BF16]), n_blocks=st.integers(1, 5), seed=st.integers(0, 2**32 - 1),
+       special=st.booleans())
+def test_float_dots_agree_with_portable_and_float64(qtype, n_blocks, seed, special):
+    rng = np.random.default_rng(seed)
+    row = random_blocks(qtype, 1, n_blocks, rng)[0]
+    if special and qtype == T.F16:  # subnormal, zero and largest halves: the integer conversion's edges
+        halves = row.view(np.uint16)
+        halves[:4] = [0x0001, 0x03FF, 0x8000, 0x7BFF]
+    x = rng.standard_normal(32 * n_blocks).astype(np.float32)
+    acc = float_lanes_both_ways(int(qtype), row, x)
+    W = dequantize(row[None, :], qtype).astype(np.float64).reshape(-1)
+    expected = W @ x
+    for lanes in acc:
+        assert abs(lanes.astype(np.float64).sum() - expected) <= 1e-5 * (np.abs(W) @ np.abs(x)) + 1e-30
+    np.testing.assert_allclose(acc[0], acc[1], rtol=1e-6, atol=1e-6 * float(np.abs(acc).max()))

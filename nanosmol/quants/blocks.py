@@ -1,16 +1,14 @@
 """GGML block layouts: each decoder turns one block of raw bytes into float32 values.
 
 Written from ggml's block structs and dequantize_row_* (ggml-common.h, ggml-quants.c).
-Q8_0 and the 4- and 5-bit types (Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K) live in intdot.py and
-vecdot.py as integer codes; here are the types that take float paths: the plain floats, Q2_K
-and Q3_K, and Q6_K's dequantization. Every block function has the signature
-(row, o, x, acc, out, j, dot): the block's bytes start at row[o] and its values are the
-row's values j, j+1, ... Each value goes to `emit`, which either accumulates value * x[j + k]
-into one of 32 float32 lanes (dot=True, matvec) or stores it in out[j + k] (dot=False,
-dequantization). `dot` is a constant at every call site, so after inlining LLVM keeps one
-branch and vectorizes the loop: one decoder per type serves both kernels. `row` is a uint8
-array; fp16 scales are read as raw bits through a lookup table, because float16 arrays
-cannot enter Numba. Constants and small bit helpers here are shared with intdot.py.
+Every type's matrix-vector product runs in vecdot.py (through intdot.py for the quantized
+ones); dequantization of Q8_0 and the 4- and 5-bit types (Q4_0, Q4_1, Q5_0, Q5_1, Q4_K,
+Q5_K) goes through their integer codes in intdot.py. Here are the other types' decoders, for
+prefill's weight tiles and embedding lookups: the plain floats, Q2_K, Q3_K and Q6_K. Every
+block function has the signature (row, o, out, j): the block's bytes start at row[o] and its
+values go to out[j], out[j + 1], ... `row` is a uint8 array; fp16 scales are read as raw
+bits through a lookup table, because float16 arrays cannot enter Numba. Constants and small
+bit helpers here are shared with intdot.py.
 """
 
 from __future__ import annotations
@@ -22,7 +20,8 @@ from numba import njit
 INLINE = dict(cache=True, fastmath=True, boundscheck=False, inline="always")
 
 # fp16 bits -> float32, built once with numpy.
-F16_TO_F32 = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
+with np.errstate(invalid="ignore"):  # the NaN halves: ARM raises the flag on their cast, x86 does not
+    F16_TO_F32 = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
 BF16_TO_F32 = (np.arange(65536, dtype=np.uint32) << 16).view(np.float32)  # bfloat16: a float32's top half
 
 # Numba types integer arithmetic as int64, and int64 -> float32 conversion does not
@@ -79,42 +78,33 @@ def six_bits(low, h, shift):
     return np.uint8(low | np.uint8(bits2(h, np.uint8(shift)) << np.uint8(4)))
 
 
-@njit(**INLINE)
-def emit(value, k, x, acc, out, j, dot):
-    """The block's k-th value: into lane k % 32 of the dot product, or into out[j + k]."""
-    if dot:
-        acc[k & 31] += value * x[j + k]
-    else:
-        out[j + k] = value
-
-
 # -- plain floats (in "blocks" of 32 values, for uniform kernels) -----------------------
 
 
 @njit(**INLINE)
-def block_f32(row, o, x, acc, out, j, dot):
+def block_f32(row, o, out, j):
     values = row[o : o + 128].view(np.float32)
     for i in range(32):
-        emit(values[i], i, x, acc, out, j, dot)
+        out[j + i] = values[i]
 
 
 @njit(**INLINE)
-def block_f16(row, o, x, acc, out, j, dot):
+def block_f16(row, o, out, j):
     for i in range(32):
-        emit(f16(row, o + 2 * i), i, x, acc, out, j, dot)
+        out[j + i] = f16(row, o + 2 * i)
 
 
 @njit(**INLINE)
-def block_bf16(row, o, x, acc, out, j, dot):
+def block_bf16(row, o, out, j):
     for i in range(32):
-        emit(BF16_TO_F32[np.int64(row[o + 2 * i]) | (np.int64(row[o + 2 * i + 1]) << 8)], i, x, acc, out, j, dot)
+        out[j + i] = BF16_TO_F32[np.int64(row[o + 2 * i]) | (np.int64(row[o + 2 * i + 1]) << 8)]
 
 
 # -- 256-value k-quant super-blocks ----------------------------------------------------
 
 
 @njit(**INLINE)
-def block_q2_k(row, o, x, acc, out, j, dot):
+def block_q2_k(row, o, out, j):
     # scales[16] (4-bit scale | 4-bit min), qs[64] (2-bit values), d, dmin (f16)
     d = f16(row, o + 80)
     dmin = f16(row, o + 82)
@@ -128,7 +118,7 @@ def block_q2_k(row, o, x, acc, out, j, dot):
             base = 16 * (k % 2)
             for i in range(16):
                 value = dl * np.float32(bits2(row[q + base + i], shift)) - ml
-                emit(value, half * 128 + 16 * k + i, x, acc, out, j, dot)
+                out[j + half * 128 + 16 * k + i] = value
 
 
 @njit(**INLINE)
@@ -140,7 +130,7 @@ def q3_k_scale(row, o, k):
 
 
 @njit(**INLINE)
-def block_q3_k(row, o, x, acc, out, j, dot):
+def block_q3_k(row, o, out, j):
     # hmask[32] (the 3rd bit), qs[64] (low 2 bits), scales[12] (16 x 6 bits), d (f16)
     d = f16(row, o + 108)
     for half in range(2):
@@ -153,7 +143,7 @@ def block_q3_k(row, o, x, acc, out, j, dot):
             for i in range(16):
                 low = np.float32(bits2(row[q + base + i], shift))
                 high_missing = np.float32(0.0) if (row[o + base + i] & mask) else np.float32(4.0)
-                emit(dl * (low - high_missing), half * 128 + 16 * k + i, x, acc, out, j, dot)
+                out[j + half * 128 + 16 * k + i] = dl * (low - high_missing)
 
 
 @njit(**INLINE)
@@ -167,7 +157,7 @@ def k4_scale_min(row, o, k):
 
 
 @njit(**INLINE)
-def block_q6_k(row, o, x, acc, out, j, dot):
+def block_q6_k(row, o, out, j):
     # ql[128] (low 4 bits), qh[64] (high 2 bits), scales[16] int8, d (f16)
     d = f16(row, o + 208)
     for half in range(2):
@@ -184,31 +174,31 @@ def block_q6_k(row, o, x, acc, out, j, dot):
                 a = row[ql + i]
                 b = row[ql + 32 + i]
                 y = 128 * half + i
-                emit(d1 * np.float32(six_bits(low4(a), h, 0)) + o1, y, x, acc, out, j, dot)
-                emit(d2 * np.float32(six_bits(low4(b), h, 2)) + o2, y + 32, x, acc, out, j, dot)
-                emit(d3 * np.float32(six_bits(high4(a), h, 4)) + o3, y + 64, x, acc, out, j, dot)
-                emit(d4 * np.float32(six_bits(high4(b), h, 6)) + o4, y + 96, x, acc, out, j, dot)
+                out[j + y] = d1 * np.float32(six_bits(low4(a), h, 0)) + o1
+                out[j + y + 32] = d2 * np.float32(six_bits(low4(b), h, 2)) + o2
+                out[j + y + 64] = d3 * np.float32(six_bits(high4(a), h, 4)) + o3
+                out[j + y + 96] = d4 * np.float32(six_bits(high4(b), h, 6)) + o4
 
 
 @njit(**INLINE)
-def row_values(qtype, row, x, acc, out, dot):
-    """Every block of one row through its type's block function (dispatch once per row)."""
-    n = x.shape[0] if dot else out.shape[0]
+def row_values(qtype, row, out):
+    """out = one row's values: every block through its type's decoder (dispatch once per row)."""
+    n = out.shape[0]
     if qtype == Q6_K:
         for b in range(n // 256):
-            block_q6_k(row, 210 * b, x, acc, out, 256 * b, dot)
+            block_q6_k(row, 210 * b, out, 256 * b)
     elif qtype == Q3_K:
         for b in range(n // 256):
-            block_q3_k(row, 110 * b, x, acc, out, 256 * b, dot)
+            block_q3_k(row, 110 * b, out, 256 * b)
     elif qtype == Q2_K:
         for b in range(n // 256):
-            block_q2_k(row, 84 * b, x, acc, out, 256 * b, dot)
+            block_q2_k(row, 84 * b, out, 256 * b)
     elif qtype == F16:
         for b in range(n // 32):
-            block_f16(row, 64 * b, x, acc, out, 32 * b, dot)
+            block_f16(row, 64 * b, out, 32 * b)
     elif qtype == BF16:
         for b in range(n // 32):
-            block_bf16(row, 64 * b, x, acc, out, 32 * b, dot)
+            block_bf16(row, 64 * b, out, 32 * b)
     else:  # F32
         for b in range(n // 32):
-            block_f32(row, 128 * b, x, acc, out, 32 * b, dot)
+            block_f32(row, 128 * b, out, 32 * b)

@@ -18,8 +18,10 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
-from nanosmol.quants.blocks import Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0, f16, high4, k4_scale_min, low4, u32
-from nanosmol.quants.vecdot import dot_q4_0, dot_q4_1, dot_q4_k, dot_q5_0, dot_q5_1, dot_q5_k, dot_q6_k, dot_q8_0
+from nanosmol.quants.blocks import (Q2_K, Q3_K, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0, f16, high4, k4_scale_min,
+                                    low4, u32)
+from nanosmol.quants.vecdot import (dot_q2_k, dot_q3_k, dot_q4_0, dot_q4_1, dot_q4_k, dot_q5_0, dot_q5_1, dot_q5_k,
+                                    dot_q6_k, dot_q8_0)
 from nanosmol.simd import or_bits, stack_codes, stack_lanes, store_scaled_codes, store_scaled_int8, unpack_nibbles16
 
 INLINE = dict(cache=True, fastmath=True, boundscheck=False, inline="always")
@@ -117,16 +119,16 @@ def unpack_block32(qtype, row, o, codes):
 
 
 @njit(**INLINE)
-def dot_block32(qtype, acc, row, o, q8, x_at, scale):
-    """acc[0:8] += scale * (the block's codes . q8[x_at : x_at + 32]): one vecdot intrinsic per type."""
+def dot_block32(qtype, acc, row, o, q8, x_at, dx, sx):
+    """One 32-value block's dot product into acc (see vecdot): one intrinsic per type."""
     if qtype == Q4_0:
-        dot_q4_0(acc, row, o, q8, x_at, scale)
+        dot_q4_0(acc, row, o, q8, x_at, dx, sx)
     elif qtype == Q4_1:
-        dot_q4_1(acc, row, o, q8, x_at, scale)
+        dot_q4_1(acc, row, o, q8, x_at, dx, sx)
     elif qtype == Q5_0:
-        dot_q5_0(acc, row, o, q8, x_at, scale)
+        dot_q5_0(acc, row, o, q8, x_at, dx, sx)
     else:
-        dot_q5_1(acc, row, o, q8, x_at, scale)
+        dot_q5_1(acc, row, o, q8, x_at, dx, sx)
 
 
 @njit(**INLINE)
@@ -143,14 +145,11 @@ def block32_bytes(qtype):
 def row_dot_block32(qtype, row, v, n):
     """Q4_0/Q4_1/Q5_0/Q5_1: one integer sum, one float scale per 32-value block."""
     acc = stack_lanes()
-    acc[:8] = 0.0
-    offsets = np.float32(0.0)
+    acc[:16] = 0.0
     nbytes = block32_bytes(qtype)
     for b in range(n // 32):
-        d, m = block32_scales(qtype, row, nbytes * b)
-        dot_block32(qtype, acc, row, nbytes * b, v.q32, 32 * b, d * v.d32[b])
-        offsets += m * v.s32[b]
-    return acc[:8].sum() + offsets
+        dot_block32(qtype, acc, row, nbytes * b, v.q32, 32 * b, v.d32[b], v.s32[b])
+    return acc[:8].sum() + acc[8]
 
 
 @njit(**INLINE)
@@ -231,6 +230,19 @@ def row_dot_q6_k(row, v, n):
 
 
 @njit(**INLINE)
+def row_dot_low_k(qtype, row, v, n):
+    """Q2_K (84-byte blocks) and Q3_K (110): 2-bit codes, scales per 16 values."""
+    acc = stack_lanes()
+    acc[:16] = 0.0
+    for blk in range(n // 256):
+        if qtype == Q2_K:
+            dot_q2_k(acc, row, 84 * blk, v.q256, 256 * blk, v.sum16, v.d256[blk])
+        else:
+            dot_q3_k(acc, row, 110 * blk, v.q256, 256 * blk, v.sum16, v.d256[blk])
+    return acc[:8].sum() - acc[8:16].sum()
+
+
+@njit(**INLINE)
 def row_dot_q8_0(row, v, n):
     """Q8_0: d (f16), qs[32] int8 per block: an int8 by int8 product per block."""
     acc = stack_lanes()
@@ -242,7 +254,8 @@ def row_dot_q8_0(row, v, n):
 
 # The weight types whose matrix-vector products run here (others: float lanes in blocks.py),
 # each with the block size of its quantized activation.
-ACTIVATION_BLOCK = {Q8_0: 32, Q4_0: 32, Q4_1: 32, Q5_0: 32, Q5_1: 32, Q4_K: 256, Q5_K: 256, Q6_K: 256}
+ACTIVATION_BLOCK = {Q8_0: 32, Q4_0: 32, Q4_1: 32, Q5_0: 32, Q5_1: 32, Q2_K: 256, Q3_K: 256, Q4_K: 256, Q5_K: 256,
+                    Q6_K: 256}
 _INT_DOT_TYPES = tuple(ACTIVATION_BLOCK)
 
 
@@ -271,4 +284,8 @@ def row_dot(qtype, row, v, n):
         return row_dot_block32(Q4_0, row, v, n)
     if qtype == Q5_1:
         return row_dot_block32(Q5_1, row, v, n)
+    if qtype == Q2_K:
+        return row_dot_low_k(Q2_K, row, v, n)
+    if qtype == Q3_K:
+        return row_dot_low_k(Q3_K, row, v, n)
     return row_dot_k4(row, v, n, True)  # Q5_K

@@ -2,9 +2,9 @@
 
 All take the type code and the weight as a 2-D uint8 array [rows, row_bytes] read straight
 from the mapped file. A matrix-vector product takes x twice: as float32 and quantized
-(`intdot.QuantizedVector`). Q8_0 and the 4-, 5- and 6-bit types multiply the quantized x in
-integers (intdot.py); the others accumulate float products in 32 float32 lanes across a whole
-row, with one horizontal sum per row (blocks.py).
+(`intdot.QuantizedVector`). The quantized types multiply the quantized x in integers
+(intdot.py); F32, F16 and BF16 accumulate float products in 32 float32 lanes across a whole
+row, with one horizontal sum per row (both in vecdot.py).
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ import numpy as np
 from numba import njit, prange
 
 from nanosmol.layers import silu
-from nanosmol.quants.blocks import Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q8_0, row_values
+from nanosmol.quants.blocks import BF16, F16, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q8_0, row_values
 from nanosmol.quants.intdot import dequantize_row_block32, dequantize_row_k4, has_int_dot, row_dot
+from nanosmol.quants.vecdot import dot_bf16, dot_f16, dot_f32
 from nanosmol.simd import stack_lanes
 
 JIT = dict(cache=True, fastmath=True, boundscheck=False, error_model="numpy")
@@ -31,8 +32,20 @@ def dot_rows(qtype, w, x, xq, out, first, last):
     acc = stack_lanes()
     for r in range(first, last):
         acc[:] = 0.0
-        row_values(qtype, w[r], x, acc, x, True)  # dot=True: the `out` argument is unused
+        row_dot_float(qtype, w[r], x, acc)
         out[r] = acc.sum()
+
+
+@njit(inline="always", **JIT)
+def row_dot_float(qtype, row, x, acc):
+    """acc[0:32] += the float row's products with x, 32 values per vecdot call."""
+    for b in range(x.shape[0] // 32):
+        if qtype == F16:
+            dot_f16(acc, row, 64 * b, x, 32 * b)
+        elif qtype == BF16:
+            dot_bf16(acc, row, 64 * b, x, 32 * b)
+        else:
+            dot_f32(acc, row, 128 * b, x, 32 * b)
 
 
 @njit(inline="always", **JIT)
@@ -104,8 +117,7 @@ def dequantize_row(qtype, row, out):
     elif qtype == Q5_K:
         dequantize_row_k4(row, out, True)
     else:
-        unused = np.empty(0, np.float32)
-        row_values(qtype, row, unused, unused, out, False)
+        row_values(qtype, row, out)
 
 
 @njit(parallel=True, **JIT)
@@ -125,3 +137,32 @@ def dequantize_tile(qtype, w, first_row, out):
     for k in range(out.shape[0]):
         dequantize_row(qtype, w[first_row + k], out[k])
     return out
+
+
+@njit(**JIT)
+def rescore_top(qtype, w, x, logits, k, scratch):
+    """logits[i] = W[i] . x in float32 for the k largest logits (k <= len(logits)): exact values
+    where decode's int8 activation decides the token. One pass finds them; k rows are
+    dequantized into scratch."""
+    top = np.arange(k)
+    worst, threshold = k_th_best(logits, top)
+    for i in range(k, logits.shape[0]):
+        if logits[i] > threshold:  # rare after the first few hundred logits
+            top[worst] = i
+            worst, threshold = k_th_best(logits, top)
+    for j in range(k):
+        dequantize_row(qtype, w[top[j]], scratch)
+        total = np.float32(0.0)
+        for c in range(x.shape[0]):
+            total += scratch[c] * x[c]
+        logits[top[j]] = total
+
+
+@njit(inline="always", **JIT)
+def k_th_best(logits, top):
+    """(position in top, value) of the smallest logit that top holds."""
+    worst = 0
+    for j in range(1, top.shape[0]):
+        if logits[top[j]] < logits[top[worst]]:
+            worst = j
+    return worst, logits[top[worst]]

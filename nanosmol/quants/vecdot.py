@@ -42,28 +42,32 @@ class _Block:
         self.x86 = self.madd is madd_x86
         self.native_halves = self.x86 or platform.machine() in ("aarch64", "arm64")  # F16C / fcvt
 
-    def two_halves(self, byte_index):
-        """The fp16 pair at row[byte_index] (d and dmin, or d and what follows) as <2 x float>.
+    def halves(self, byte_index, n: int):
+        """The n fp16 values at row[byte_index] as <n x float>.
 
-        One vcvtph2ps where the target converts halves itself (x86 with AVX2 has F16C,
-        aarch64 has fcvt); elsewhere exact integer arithmetic, since LLVM would call a
-        runtime helper the JIT may not have.
+        vcvtph2ps where the target converts halves itself (x86 with AVX2 has F16C, aarch64
+        has fcvt); elsewhere exact integer arithmetic, since LLVM would call a runtime helper
+        the JIT may not have.
         """
         b = self.builder
-        bits = self.load(1, byte_index, ir.VectorType(I16, 2))
+        bits = self.load(1, byte_index, ir.VectorType(I16, n))
         if self.native_halves:
-            return b.fpext(b.bitcast(bits, ir.VectorType(ir.HalfType(), 2)), ir.VectorType(ir.FloatType(), 2))
-        i32x2, f32x2 = ir.VectorType(I32, 2), ir.VectorType(ir.FloatType(), 2)
-        h = b.zext(bits, i32x2)
-        c = lambda n: _const(i32x2, n)
+            return b.fpext(b.bitcast(bits, ir.VectorType(ir.HalfType(), n)), ir.VectorType(ir.FloatType(), n))
+        i32xn, f32xn = ir.VectorType(I32, n), ir.VectorType(ir.FloatType(), n)
+        h = b.zext(bits, i32xn)
+        c = lambda value: _const(i32xn, value)
         sign = b.shl(b.and_(h, c(0x8000)), c(16))
         exponent, mantissa = b.and_(b.lshr(h, c(10)), c(31)), b.and_(h, c(0x3FF))
         normal = b.or_(b.shl(b.add(exponent, c(112)), c(23)), b.shl(mantissa, c(13)))
         special = b.or_(c(0x7F800000), b.shl(mantissa, c(13)))  # inf, nan
-        subnormal = b.bitcast(b.fmul(b.uitofp(mantissa, f32x2), _const(f32x2, 2.0**-24)), i32x2)  # exact
+        subnormal = b.bitcast(b.fmul(b.uitofp(mantissa, f32xn), _const(f32xn, 2.0**-24)), i32xn)  # exact
         magnitude = b.select(b.icmp_unsigned("==", exponent, c(31)), special, normal)
         magnitude = b.select(b.icmp_unsigned("==", exponent, c(0)), subnormal, magnitude)
-        return b.bitcast(b.or_(sign, magnitude), f32x2)
+        return b.bitcast(b.or_(sign, magnitude), f32xn)
+
+    def two_halves(self, byte_index):
+        """The fp16 pair at row[byte_index] (d and dmin, or d and what follows) as <2 x float>."""
+        return self.halves(byte_index, 2)
 
     def scaled_halves(self, byte_index, scale):
         """two_halves(byte_index) * scale, as two float scalars."""
@@ -217,6 +221,75 @@ def _dot_q6_k(portable: bool):
     return dot_q6_k
 
 
+def _q3_k_scales(blk: _Block, o):
+    """Q3_K's 16 six-bit scales (minus 32) from the 12 bytes at row[o + 96], as <16 x i16>.
+
+    Scale k: low nibble from byte k % 8 (its high nibble for k >= 8), two high bits from
+    byte 8 + k % 4 at bit 2 * (k // 4).
+    """
+    b, i8x16 = blk.builder, ir.VectorType(I8, 16)
+    first8 = blk.load(1, blk.at(o, 96), ir.VectorType(I8, 8))
+    last4 = b.shuffle_vector(blk.load(1, blk.at(o, 104), ir.VectorType(I8, 4)), ir.Constant(ir.VectorType(I8, 4), ir.Undefined),
+                             ir.Constant(ir.VectorType(I32, 8), [0, 1, 2, 3, 0, 1, 2, 3]))
+    packed = b.shuffle_vector(first8, last4, ir.Constant(ir.VectorType(I32, 16), list(range(16))))  # no read past the block
+    pick = lambda lanes: b.shuffle_vector(packed, packed, ir.Constant(ir.VectorType(I32, 16), lanes))
+    low = b.and_(b.lshr(pick(list(range(8)) * 2), ir.Constant(i8x16, [0] * 8 + [4] * 8)), _const(i8x16, 15))
+    high = b.and_(b.lshr(pick([8, 9, 10, 11] * 4), ir.Constant(i8x16, [0] * 4 + [2] * 4 + [4] * 4 + [6] * 4)), _const(i8x16, 3))
+    scales = b.sub(b.or_(low, b.shl(high, _const(i8x16, 4))), _const(i8x16, 32))
+    return b.sext(scales, I16x16)
+
+
+def _dot_low_k(kind: str, portable: bool):
+    @intrinsic
+    def dot_low_k(typingctx, acc, row, o, q8, x_at, sum16, dx):
+        """One Q2_K or Q3_K block at row[o] against q8[x_at : x_at + 256] (int8, scale dx).
+
+        Both hold 2-bit codes in qs[64]: value 32j + i of each 128-value half is bits 2j..2j+1
+        of byte i (i < 32), with one scale per 16 values.
+        Q2_K: scales[16] (4-bit scale, 4-bit min), qs, d, dmin: d*scale*code - dmin*min.
+        Q3_K: hmask[32] (a third bit, set meaning +4), qs, scales[12] (6-bit, minus 32), d:
+        d * scale * (code - 4) with the third bit in the code.
+        The mins and the -4 come off through the activation's sums of 16 (sum16 from x_at // 16).
+        """
+
+        def codegen(context, builder, signature, args):
+            blk, b = _Block(context, builder, signature, args, portable), builder
+            o, x_at = args[2], args[4]
+            qs = blk.at(o, 16 if kind == "Q2_K" else 32)
+            if kind == "Q2_K":
+                packed = blk.load(1, o, ir.VectorType(I8, 16))
+                scales = b.zext(b.and_(packed, _const(ir.VectorType(I8, 16), 15)), I16x16)
+                mins = b.zext(b.lshr(packed, _const(ir.VectorType(I8, 16), 4)), I16x16)
+            else:
+                scales = _q3_k_scales(blk, o)
+                hmask = blk.load(1, o, I8x32)
+            sumi = ir.Constant(I32x8, [0] * 8)
+            for half in range(2):
+                q = blk.load(1, blk.at(qs, 32 * half), I8x32)
+                half_scales = b.shuffle_vector(scales, scales, ir.Constant(ir.VectorType(I32, 8), list(range(8 * half, 8 * half + 8))))
+                for j in range(4):
+                    codes = b.and_(b.lshr(q, _const(I8x32, 2 * j)), _const(I8x32, 3))
+                    if kind == "Q3_K":
+                        bit = b.and_(b.lshr(hmask, _const(I8x32, 4 * half + j)), _const(I8x32, 1))
+                        codes = b.or_(codes, b.shl(bit, _const(I8x32, 2)))
+                    x = blk.load(3, blk.at(x_at, 128 * half + 32 * j), I8x32)
+                    sumi = b.add(sumi, blk.madd(b, codes, x, blk.spread(half_scales, 2 * j, 2 * j + 1)))
+            x_sums = blk.load(5, b.sdiv(x_at, ir.Constant(x_at.type, 16)), I16x16)
+            if kind == "Q2_K":
+                d, dmin = blk.scaled_halves(blk.at(o, 80), args[6])
+                blk.add_to_acc(0, sumi, d)
+                blk.add_to_acc(8, blk.madd16(mins, x_sums), dmin)
+            else:
+                d = b.fmul(b.extract_element(blk.two_halves(blk.at(o, 106)), ir.Constant(I32, 1)), args[6], flags=["fast"])
+                offsets = b.shl(blk.madd16(scales, x_sums), _const(I32x8, 2))
+                blk.add_to_acc(0, b.sub(sumi, offsets), d)
+            return context.get_dummy_value()
+
+        return types.none(acc, row, types.int64, q8, types.int64, sum16, types.float32), codegen
+
+    return dot_low_k
+
+
 def _signed_madd(blk: _Block, w, x):
     """int32x8: sums of 4 adjacent w * x products for int8x32 w and x.
 
@@ -259,12 +332,13 @@ def _dot_block32(type_name: str, portable: bool):
     qs_at, qh_at = BLOCK32_LAYOUT[type_name]
 
     @intrinsic
-    def dot_block32(typingctx, acc, row, o, q8, x_at, scale):
-        """acc[0:8] += scale * (codes . q8[x_at : x_at + 32]) for the Q4_0/Q4_1/Q5_0/Q5_1 block at row[o].
+    def dot_block32(typingctx, acc, row, o, q8, x_at, dx, sx):
+        """One Q4_0/Q4_1/Q5_0/Q5_1 block at row[o] against q8[x_at : x_at + 32] (scale dx).
 
         Codes: value i < 16 in the low nibble of byte i, value 16 + i in its high nibble, plus
-        bit i of qh times 16 for the 5-bit types; unsigned (the -8 / -16 or the min is the
-        caller's, through the activation's block sums). scale: d times the activation's scale.
+        bit i of qh times 16 for the 5-bit types; values d * code + m, with m = -8d (Q4_0),
+        -16d (Q5_0) or the block's own (Q4_1, Q5_1). acc[0:8] += d * dx * (codes . q8) and
+        acc[8] += m * sx, where sx is the activation block's sum (dx times its int8 sum).
         """
 
         def codegen(context, builder, signature, args):
@@ -277,12 +351,48 @@ def _dot_block32(type_name: str, portable: bool):
                 bits = b.bitcast(blk.load_i32(1, blk.at(args[2], qh_at)), ir.VectorType(ir.IntType(1), 32))
                 codes = b.or_(codes, b.select(bits, _const(I8x32, 16), _const(I8x32, 0)))
             x = blk.load(3, args[4], I8x32)
-            blk.add_to_acc(0, blk.madd(b, codes, x, _const(I16x16, 1)), args[5])
+            d_m = blk.two_halves(args[2])  # d and m (for Q4_0 / Q5_0: d and the first code bytes)
+            d = b.extract_element(d_m, ir.Constant(I32, 0))
+            if type_name in ("Q4_0", "Q5_0"):
+                m = b.fmul(d, ir.Constant(ir.FloatType(), -8.0 if type_name == "Q4_0" else -16.0), flags=["fast"])
+            else:
+                m = b.extract_element(d_m, ir.Constant(I32, 1))
+            blk.add_to_acc(0, blk.madd(b, codes, x, _const(I16x16, 1)), b.fmul(d, args[5], flags=["fast"]))
+            lane8 = vector_at(context, b, signature.args[0], args[0], 8, ir.FloatType())
+            b.store(b.fadd(b.load(lane8), b.fmul(m, args[6], flags=["fast"]), flags=["fast"]), lane8)
             return context.get_dummy_value()
 
-        return types.none(acc, row, types.int64, q8, types.int64, types.float32), codegen
+        return types.none(acc, row, types.int64, q8, types.int64, types.float32, types.float32), codegen
 
     return dot_block32
+
+
+def _dot_float(kind: str, portable: bool):
+    @intrinsic
+    def dot_float(typingctx, acc, row, o, x, x_at):
+        """acc[0:32] += w * x[x_at : x_at + 32] for 32 weights at row[o]: F32, F16 or BF16 bytes.
+
+        The halves convert 32 at a time (vcvtph2ps); bfloat16 is a float32's top half.
+        """
+
+        def codegen(context, builder, signature, args):
+            blk, b = _Block(context, builder, signature, args, portable), builder
+            f32x32 = ir.VectorType(ir.FloatType(), 32)
+            if kind == "F16":
+                w = blk.halves(args[2], 32)
+            elif kind == "BF16":
+                bits = b.zext(blk.load(1, args[2], ir.VectorType(I16, 32)), ir.VectorType(I32, 32))
+                w = b.bitcast(b.shl(bits, _const(ir.VectorType(I32, 32), 16)), f32x32)
+            else:
+                w = b.bitcast(blk.load(1, args[2], ir.VectorType(I32, 32)), f32x32)
+            acc_p = vector_at(context, b, signature.args[0], args[0], 0, f32x32)
+            products = b.fmul(w, blk.load(3, args[4], f32x32), flags=["fast"])
+            b.store(b.fadd(b.load(acc_p, align=4), products, flags=["fast"]), acc_p, align=4)
+            return context.get_dummy_value()
+
+        return types.none(acc, row, types.int64, x, types.int64), codegen
+
+    return dot_float
 
 
 dot_q4_k, dot_q4_k_portable = _dot_k4(False, False), _dot_k4(False, True)
@@ -293,3 +403,8 @@ dot_q4_0, dot_q4_0_portable = _dot_block32("Q4_0", False), _dot_block32("Q4_0", 
 dot_q4_1, dot_q4_1_portable = _dot_block32("Q4_1", False), _dot_block32("Q4_1", True)
 dot_q5_0, dot_q5_0_portable = _dot_block32("Q5_0", False), _dot_block32("Q5_0", True)
 dot_q5_1, dot_q5_1_portable = _dot_block32("Q5_1", False), _dot_block32("Q5_1", True)
+dot_f32, dot_f32_portable = _dot_float("F32", False), _dot_float("F32", True)
+dot_f16, dot_f16_portable = _dot_float("F16", False), _dot_float("F16", True)
+dot_bf16, dot_bf16_portable = _dot_float("BF16", False), _dot_float("BF16", True)
+dot_q2_k, dot_q2_k_portable = _dot_low_k("Q2_K", False), _dot_low_k("Q2_K", True)
+dot_q3_k, dot_q3_k_portable = _dot_low_k("Q3_K", False), _dot_low_k("Q3_K", True)
