@@ -74,7 +74,7 @@ class Model:
     def logits(self, ids: Sequence[int]) -> np.ndarray:
         """float32 logits [len(ids), vocab] for every position, from an empty cache."""
         self._check_ids(ids)
-        self._reset_cache()
+        self.reset()
         logits = self.transformer.forward(np.asarray(ids, np.int64), all_logits=True)
         self._cached_ids = list(ids)
         return logits
@@ -90,7 +90,7 @@ class Model:
             raise ValueError("the prompt is empty: give at least one token")
         self._check_ids(ids)
         params = SamplingParams(temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n, seed)
-        self._reset_cache()
+        self.reset()
         self.last_stats = stats = GenerationStats()
         tokens = generate_tokens(self._feed, ids, Sampler(params), max_tokens, self.tokenizer.eog_ids, stats)
         return stream_text(tokens, self.tokenizer.stream_decoder(), list(stop), stats)
@@ -131,7 +131,8 @@ class Model:
         self._cached_ids.extend(int(i) for i in ids)
         return logits
 
-    def _reset_cache(self) -> None:
+    def reset(self) -> None:
+        """Forget what the KV cache holds: the next call prefills its whole prompt."""
         self.transformer.cache.reset()
         self._cached_ids = []
 
@@ -139,7 +140,7 @@ class Model:
         """Keep the cached prefix that ids share; return the ids still to feed (at least one)."""
         cache = self.transformer.cache
         if cache.n_seen > cache.n_ctx:  # the ring has wrapped: the cache no longer holds a prefix
-            self._reset_cache()
+            self.reset()
             return ids
         shared = 0
         for a, b in zip(self._cached_ids, ids):

@@ -3,7 +3,10 @@
 Both engines load the same file with the same threads; every test runs nanosmol then llama.cpp
 (alternating who goes first), for --rounds rounds, and the table gives medians and their
 ratio, the GB/s of weights each decode streams and its share of the host's read bandwidth
-(measured here, first), and the GFLOP/s of each prefill (2 x weights x tokens).
+(measured here, first), and the GFLOP/s of each prefill (2 x weights x tokens). The test
+`chat` is the time to the first token of a fresh chat turn in milliseconds: nanosmol renders
+the file's template around a system prompt and one question, tokenizes, prefills and picks
+the token; llama.cpp prefills the same token ids and picks the token.
 
 llama.cpp comes from llama-cpp-python built for the same instruction set
 (`bash ../shared/llama-cpp/build.sh avx2|avx512 VENV`), never from the project's dependencies:
@@ -26,6 +29,8 @@ from pathlib import Path
 from isa import ISAS, describe_target, reexec_for
 
 FILES = ("135m-q41", "135m-q8", "135m-q4km", "3b-q4km", "3b-q8")  # stems in the folder; 135m-q41: the default model
+CHAT = [{"role": "system", "content": "You are a helpful assistant. Answer in one sentence."},
+        {"role": "user", "content": "Why is the sky blue, and why are sunsets red?"}]
 DEFAULT_MODEL = Path.home() / ".cache" / "nanosmol" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -35,7 +40,7 @@ def parse_args():
     parser.add_argument("--isa", choices=ISAS, required=True)
     parser.add_argument("--llama", type=Path, required=True, help="venv of llama-cpp-python built for --isa")
     parser.add_argument("--files", default=",".join(FILES))
-    parser.add_argument("--tests", default="pp64,pp512,tg32")
+    parser.add_argument("--tests", default="pp64,pp512,tg32,chat")
     parser.add_argument("-t", "--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
     return parser.parse_args()
@@ -56,6 +61,15 @@ class Nanosmol:
 
     def decode(self, n: int) -> float:
         return self.bench.time_decode(self.model, n)
+
+    def chat_ids(self) -> list[int]:
+        return self.model.tokenize(self.model.chat_prompt(CHAT), special=True)
+
+    def first_token(self, ids) -> float:
+        self.model.reset()
+        start = time.perf_counter()
+        list(self.model.chat(CHAT, max_tokens=1, temperature=0.0))
+        return time.perf_counter() - start
 
 
 class LlamaCpp:
@@ -82,10 +96,21 @@ class LlamaCpp:
             self.llm.eval([100 + i])
         return n / (time.perf_counter() - start)
 
+    def first_token(self, ids) -> float:
+        import numpy as np
 
-def run_test(engine, test: str, vocab: int) -> float:
+        self.llm.reset()
+        start = time.perf_counter()
+        self.llm.eval(ids)
+        np.ctypeslib.as_array(self.llm._ctx.get_logits(), shape=(self.llm.n_vocab(),)).argmax()
+        return time.perf_counter() - start
+
+
+def run_test(engine, test: str, vocab: int, chat_ids: list[int]) -> float:
     import numpy as np
 
+    if test == "chat":
+        return engine.first_token(chat_ids)
     n = int(test[2:])
     if test.startswith("pp"):
         return engine.prefill(np.random.default_rng(n).integers(0, vocab, n))
@@ -125,15 +150,20 @@ def main():
             continue
         nbytes, n_weights = weight_bytes(path)
         engines = [Nanosmol(path, args.threads), LlamaCpp(path, args.threads)]
-        vocab = engines[0].vocab
+        vocab, chat_ids = engines[0].vocab, engines[0].chat_ids()
         for test in args.tests.split(","):
             for engine in engines:
-                run_test(engine, test[:2] + "8", vocab)  # warm-up: compiles, pages the weights in
+                run_test(engine, test if test == "chat" else test[:2] + "8", vocab, chat_ids)  # warm-up: compiles, pages in
             samples = {e.name: [] for e in engines}
             for r in range(args.rounds):
                 for engine in engines[:: 1 if r % 2 == 0 else -1]:
-                    samples[engine.name].append(run_test(engine, test, vocab))
+                    samples[engine.name].append(run_test(engine, test, vocab, chat_ids))
             ours, theirs = (statistics.median(samples[e.name]) for e in engines)
+
+            if test == "chat":  # seconds: lower is better
+                print(f"| {stem} | chat: first token ({len(chat_ids)}-token prompt) | {1e3 * ours:.0f} ms | "
+                      f"{1e3 * theirs:.0f} ms | {theirs / ours:.2f}x | | |", flush=True)
+                continue
 
             def rate(tps):
                 if test.startswith("tg"):
