@@ -1,7 +1,7 @@
-"""Whole-block integer dot products in vector IR: Q4_K, Q5_K, Q6_K and Q8_0 against int8 x.
+"""Whole-block dot products in vector IR, one intrinsic per weight type: the matvec of decode.
 
-Each intrinsic takes one weight block straight from the file's bytes and the matching stretch
-of the quantized activation, and keeps everything in vector registers: the bit fields are cut
+Each quantized type's intrinsic takes one weight block straight from the file's bytes and the
+matching stretch of the int8-quantized activation, and keeps everything in vector registers: the bit fields are cut
 with 32-byte vector operations, multiplied with vpmaddubsw/vpmaddwd on AVX2 (plain vector IR
 elsewhere, `simd.madd_portable`), and only the block's integer sums meet a float scale. This is
 the shape of llama.cpp's AVX2 `ggml_vec_dot_q4_K_q8_K` and friends (scales unpacked with its
@@ -9,9 +9,10 @@ the shape of llama.cpp's AVX2 `ggml_vec_dot_q4_K_q8_K` and friends (scales unpac
 unpacked-codes array on the stack instead cost half the speed.
 
 Each updates float32 accumulator lanes `acc` (a `simd.stack_lanes()`): acc[0:8] gathers the
-scaled products, acc[8:16] what is subtracted (the k-quants' mins and offsets), so a row's
-dot product is acc[:8].sum() - acc[8:16].sum(). Every intrinsic comes in two forms, the
-target's (`x86` when Numba compiles for AVX2) and the portable one, which tests pin together.
+scaled products, acc[8:16] the k-quants' mins (subtracted) or the 32-value types' offsets (added,
+lane 8); the row functions in intdot.py say which. F32, F16 and BF16 rows multiply the float
+activation in acc[0:32]. Every intrinsic comes in two forms, the target's (`x86` when Numba
+compiles for AVX2) and the portable one, which tests pin together.
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ def _k4_scales_mins(blk: _Block, o):
     i32x2 = ir.VectorType(I32, 2)
     words = b.bitcast(blk.load(1, o, ir.VectorType(I8, 16)), ir.VectorType(I32, 4))  # d|dmin, u0, u1, u2
     pick = lambda *lanes: b.shuffle_vector(words, words, ir.Constant(i32x2, list(lanes)))
-    c = lambda *values: ir.Constant(i32x2, list(values) if len(values) == 2 else values * 2)
+    c = lambda *values: ir.Constant(i32x2, list(values) * (2 // len(values)))  # one value: both lanes
     u01, u22 = pick(1, 2), pick(3, 3)
     low = b.and_(u01, c(0x3F3F3F3F))  # scales 0-3, mins 0-3
     top2 = b.shl(b.and_(b.lshr(u01, c(6)), c(0x03030303)), c(4))
