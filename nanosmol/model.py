@@ -12,9 +12,8 @@ from nanosmol.attention import KVCache, attend, attend_batch, store_kv
 from nanosmol.config import ModelConfig
 from nanosmol.gguf_file import GGUFFile
 from nanosmol.layers import RopeTable, rmsnorm, rope_inplace, swiglu_inplace
-from nanosmol.quants import QuantMatrix, matmul_all
+from nanosmol.quants import QuantMatrix, kernels, matmul_all
 from nanosmol.quants.intdot import QuantizedVector, quantize_vector
-from nanosmol.quants import kernels
 from nanosmol.quants.kernels import matvec, matvec_qkv, matvec_swiglu
 from nanosmol.workers import single_threaded_blas
 

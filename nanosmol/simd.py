@@ -93,7 +93,6 @@ def even_odd(builder, vector, n: int):
 
 I8x32, I16x16, I16x32, I32x8, I32x16 = (ir.VectorType(ir.IntType(b), n) for b, n in
                                         ((8, 32), (16, 16), (16, 32), (32, 8), (32, 16)))
-F32x8 = ir.VectorType(ir.FloatType(), 8)
 
 
 def madd_x86(builder, codes, x, scales):

@@ -43,7 +43,8 @@ class QuantizedVector(NamedTuple):
     def empty(cls, n: int) -> "QuantizedVector":
         """Room for any vector of up to n values."""
         return cls(np.zeros(n, np.int8), np.zeros(n // 32, np.float32), np.zeros(n // 32, np.float32),
-                   np.zeros(n, np.int8), np.zeros(n // 256 + 1, np.float32), np.zeros(n // 16, np.int16), np.zeros(n // 32, np.int16))
+                   np.zeros(n, np.int8), np.zeros(n // 256 + 1, np.float32), np.zeros(n // 16, np.int16),
+                   np.zeros(n // 32, np.int16))
 
 
 @njit(**INLINE)
@@ -80,7 +81,7 @@ def quantize_vector(x, v):
     if n % 256 == 0:  # k-quant rows are whole 256-value blocks; no k-quant matrix has other widths
         quantize_blocks(x, v.q256, v.d256, 256)
         block_sums(v.q256, v.sum16[: n // 16], 16)
-        block_sums(v.q256, v.sum32[: n // 32], 32)
+        v.sum32[: n // 32] = v.sum16[0 : n // 16 : 2] + v.sum16[1 : n // 16 : 2]
     return v
 
 
@@ -252,7 +253,7 @@ def row_dot_q8_0(row, v, n):
     return acc[:8].sum()
 
 
-# The weight types whose matrix-vector products run here (others: float lanes in blocks.py),
+# The weight types whose matrix-vector products run here (F32/F16/BF16: float lanes in kernels.py),
 # each with the block size of its quantized activation.
 ACTIVATION_BLOCK = {Q8_0: 32, Q4_0: 32, Q4_1: 32, Q5_0: 32, Q5_1: 32, Q2_K: 256, Q3_K: 256, Q4_K: 256, Q5_K: 256,
                     Q6_K: 256}

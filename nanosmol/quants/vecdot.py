@@ -1,9 +1,10 @@
 """Whole-block dot products in vector IR, one intrinsic per weight type: the matvec of decode.
 
 Each quantized type's intrinsic takes one weight block straight from the file's bytes and the
-matching stretch of the int8-quantized activation, and keeps everything in vector registers: the bit fields are cut
-with 32-byte vector operations, multiplied with vpmaddubsw/vpmaddwd on AVX2 (plain vector IR
-elsewhere, `simd.madd_portable`), and only the block's integer sums meet a float scale. This is
+matching stretch of the int8-quantized activation, and keeps everything in vector registers:
+the bit fields are cut with 32-byte vector operations, multiplied with vpmaddubsw/vpmaddwd on
+AVX2 (plain vector IR elsewhere, `simd.madd_portable`), and only the block's integer sums meet
+a float scale. This is
 the shape of llama.cpp's AVX2 `ggml_vec_dot_q4_K_q8_K` and friends (scales unpacked with its
 32-bit mask trick, the mins against the activation's 32-value sums); going through an
 unpacked-codes array on the stack instead cost half the speed.
