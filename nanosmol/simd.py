@@ -33,6 +33,7 @@ def _stack_pointer(nbtype, size: int):
 
 
 _float32x32 = _stack_pointer(types.float32, 32)
+_float32x128 = _stack_pointer(types.float32, 128)
 _uint8x128 = _stack_pointer(types.uint8, 128)
 
 
@@ -40,6 +41,12 @@ _uint8x128 = _stack_pointer(types.uint8, 128)
 def stack_lanes():
     """32 float32 accumulator lanes on the stack of the calling kernel (kept in registers)."""
     return numba.carray(_float32x32(), 32)
+
+
+@njit(**INLINE)
+def stack_token_lanes():
+    """128 float32 accumulator lanes: 16 for each of 8 tokens (prefill's integer products)."""
+    return numba.carray(_float32x128(), 128)
 
 
 @njit(**INLINE)

@@ -1,7 +1,9 @@
 """An independent float64 numpy forward pass, the oracle for the engine's own.
 
 It shares no code with nanosmol: gguf-py reads the file and dequantizes every weight,
-and the transformer is written out plainly, nanoGPT style.
+and the transformer is written out plainly, nanoGPT style. Like llama.cpp (and the engine),
+it multiplies a quantized weight with its input rounded to int8 per block: 32 values for the
+32-value types, 256 for the k-quants (llama.cpp's Q8_0 and Q8_K activations).
 """
 
 from __future__ import annotations
@@ -9,19 +11,37 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
+from gguf import GGMLQuantizationType as T
 from gguf import GGUFReader
 from gguf.quants import dequantize
 
+FLOAT_TYPES = (T.F32, T.F16, T.BF16)
+K_QUANTS = (T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K)
+
 
 @lru_cache(maxsize=None)
-def load_weights(path: str) -> tuple[dict, dict]:
+def load_weights(path: str) -> tuple[dict, dict, dict]:
+    """Metadata, every tensor as float64, and the block of int8 activations each weight meets
+    (None for float weights)."""
     reader = GGUFReader(path)
     meta = {k: f.contents() for k, f in reader.fields.items() if not k.startswith("GGUF.")}
-    weights = {}
+    weights, activation_block = {}, {}
     for t in reader.tensors:
         shape = [int(d) for d in reversed(t.shape)]  # GGUF lists the fastest dimension first
         weights[t.name] = dequantize(t.data, t.tensor_type).astype(np.float64).reshape(shape)
-    return meta, weights
+        kind = T(t.tensor_type)
+        activation_block[t.name] = None if kind in FLOAT_TYPES else 256 if kind in K_QUANTS else 32
+    return meta, weights, activation_block
+
+
+def int8_rounded(x, block: int):
+    """x as q * d per block, with d = max|x| / 127 and q = round(x * 127 / max|x|) in float32
+    as the quantizer's specification has it: what integer products see."""
+    blocks = x.astype(np.float32).reshape(*x.shape[:-1], -1, block)
+    amax = np.abs(blocks).max(-1, keepdims=True)
+    inverse = np.divide(np.float32(127), amax, out=np.zeros_like(amax), where=amax > 0)
+    q = np.rint(blocks * inverse)
+    return (q.astype(np.float64) * (amax / np.float32(127)).astype(np.float64)).reshape(x.shape)
 
 
 def rmsnorm(x, w, eps):
@@ -41,7 +61,11 @@ def rope(x, positions, base):
 
 
 def reference_logits(path: str, tokens: list[int]) -> np.ndarray:
-    meta, w = load_weights(path)
+    meta, w, activation_block = load_weights(path)
+
+    def linear(x, name):
+        block = activation_block[name]
+        return (x if block is None else int8_rounded(x, block)) @ w[name].T
     arch = meta["general.architecture"]
     n_layer = meta[f"{arch}.block_count"]
     n_head = meta[f"{arch}.attention.head_count"]
@@ -56,9 +80,9 @@ def reference_logits(path: str, tokens: list[int]) -> np.ndarray:
     for il in range(n_layer):
         p = f"blk.{il}."
         h = rmsnorm(x, w[p + "attn_norm.weight"], eps)
-        q = (h @ w[p + "attn_q.weight"].T).reshape(T, n_head, hd)
-        k = (h @ w[p + "attn_k.weight"].T).reshape(T, n_kv, hd)
-        v = (h @ w[p + "attn_v.weight"].T).reshape(T, n_kv, hd)
+        q = linear(h, p + "attn_q.weight").reshape(T, n_head, hd)
+        k = linear(h, p + "attn_k.weight").reshape(T, n_kv, hd)
+        v = linear(h, p + "attn_v.weight").reshape(T, n_kv, hd)
         nope = arch == "smollm3" and (il + 1) % 4 == 0
         if not nope:
             q, k = rope(q, positions, base), rope(k, positions, base)
@@ -68,9 +92,9 @@ def reference_logits(path: str, tokens: list[int]) -> np.ndarray:
         probs = np.exp(scores - scores.max(-1, keepdims=True))
         probs /= probs.sum(-1, keepdims=True)
         attn = np.einsum("hts,shd->thd", probs, v).reshape(T, n_head * hd)
-        x = x + attn @ w[p + "attn_output.weight"].T
+        x = x + linear(attn, p + "attn_output.weight")
         h = rmsnorm(x, w[p + "ffn_norm.weight"], eps)
-        gate, up = h @ w[p + "ffn_gate.weight"].T, h @ w[p + "ffn_up.weight"].T
-        x = x + (gate / (1 + np.exp(-gate)) * up) @ w[p + "ffn_down.weight"].T
+        gate, up = linear(h, p + "ffn_gate.weight"), linear(h, p + "ffn_up.weight")
+        x = x + linear(gate / (1 + np.exp(-gate)) * up, p + "ffn_down.weight")
     x = rmsnorm(x, w["output_norm.weight"], eps)
-    return x @ w.get("output.weight", w["token_embd.weight"]).T
+    return linear(x, "output.weight" if "output.weight" in w else "token_embd.weight")

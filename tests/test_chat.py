@@ -133,7 +133,9 @@ def test_context_overflow_drops_oldest_turns(micro):
 
 
 def test_scripted_chat_through_a_pipe(default_model_path):
-    script = "What is the capital of France?\n/stats\nAnd what about Italy?\n/stats\n/exit\n"
+    # "What is the capital of France?" is a near-tie for this model in int8 numerics: it answers
+    # "L'Étoile, ..." there, as llama.cpp does (and "Paris" in float); this wording is not.
+    script = "Which city is the capital of France?\n/stats\nAnd what about Italy?\n/stats\n/exit\n"
     proc = subprocess.run(
         [sys.executable, "-m", "nanosmol", "chat", "-m", str(default_model_path), "--temp", "0", "-n", "30"],
         input=script, capture_output=True, text=True, timeout=600,
@@ -143,7 +145,7 @@ def test_scripted_chat_through_a_pipe(default_model_path):
     assert "Paris" in proc.stdout and "Rome" in proc.stdout
     # The pipe answers each turn in the context of the last, exactly as the API's session does.
     session = ChatSession(nanosmol.load(default_model_path), max_tokens=30, temperature=0.0)
-    for question in ("What is the capital of France?", "And what about Italy?"):
+    for question in ("Which city is the capital of France?", "And what about Italy?"):
         answer = "".join(piece.text for piece in session.reply(question)).strip()
         assert answer and answer in proc.stdout
     stats = [l for l in lines if l.startswith("(context")]

@@ -36,7 +36,9 @@ def test_stop_string_ends_generation(smollm2):
 
 
 def test_chat_prompt_answers(smollm2):
-    prompt = smollm2.chat_prompt([{"role": "user", "content": "What is the capital of France?"}])
+    # Not "What is the capital of France?": a near-tie this model answers "L'Étoile, ..." in
+    # int8 numerics, as llama.cpp does.
+    prompt = smollm2.chat_prompt([{"role": "user", "content": "Which city is the capital of France?"}])
     assert prompt.endswith("<|im_start|>assistant\n")
     text = "".join(smollm2.generate(prompt, max_tokens=30, temperature=0, special=True))
     assert "Paris" in text

@@ -46,10 +46,31 @@ def test_argmax_agreement_over_all_fixtures():
     assert agree / total >= 0.95
 
 
-@pytest.mark.parametrize("name, seq, tokens", CASES, ids=[f"{n}-{s}" for n, s, _ in CASES])
-def test_logits_match_float64_reference(name, seq, tokens):
+FLOAT_CASES = [c for c in CASES if any(t in c[0] for t in ("F32", "F16"))]  # F16 and BF16 files too
+INT8_CASES = [c for c in CASES if c not in FLOAT_CASES]
+
+
+@pytest.mark.parametrize("name, seq, tokens", FLOAT_CASES, ids=[f"{n}-{s}" for n, s, _ in FLOAT_CASES])
+def test_float_weights_logits_match_float64_reference(name, seq, tokens):
     ours = micro_model(name).logits(tokens)
     assert relative_error(ours, reference_logits(str(MICRO / name), tokens)) < 1e-3
+
+
+def test_quantized_weights_logits_match_float64_reference_between_rounding_flips():
+    """Quantized weights meet activations rounded to int8 (in the reference too), a step
+    function: where the engine's float32 and the reference's float64 fall on either side of
+    a rounding boundary, the two differ by a quantization step from that token on (up to 2%
+    of the logits' range in these small models). A wrong kernel or wiring differs from the
+    first token: so most rows must agree to float rounding, and every row within a few steps.
+    """
+    exact_rows = total_rows = 0
+    for name, _, tokens in INT8_CASES:
+        ours, expected = micro_model(name).logits(tokens), reference_logits(str(MICRO / name), tokens)
+        row_errors = np.abs(ours - expected).max(axis=1) / np.abs(expected).max()
+        assert row_errors.max() < 0.03, name
+        exact_rows += int(np.sum(row_errors < 1e-5))
+        total_rows += len(tokens)
+    assert exact_rows / total_rows > 0.4  # 63% on the host that wrote this; a bug gives ~0%
 
 
 def decode_stepwise(model: nanosmol.Model, tokens: list[int], split: int = 7) -> np.ndarray:

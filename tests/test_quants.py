@@ -115,9 +115,23 @@ def test_matmul_matches_float64(qtype, n, rows, seed):
     X = np.random.default_rng(seed + 1).standard_normal((n, m.cols)).astype(np.float32)
     out = m.matmul(X)
     assert out.shape == (n, rows)
-    if n <= SMALL_BATCH:  # row by row through matvec
-        X = np.stack([matvec_input(qtype, x) for x in X])
-    assert_product_close(out.T, W, X.T)
+    # Quantized weights meet each row of X rounded to int8, as in a matvec; float ones X itself.
+    assert_product_close(out.T, W, np.stack([matvec_input(qtype, x) for x in X]).T)
+
+
+INT_TYPES = [t for t in TYPES if int(t) in ACTIVATION_BLOCK]
+
+
+@pytest.mark.parametrize("qtype", INT_TYPES, ids=lambda t: t.name)
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n=st.integers(2, 27), rows=st.integers(1, 40), n_blocks=st.integers(1, 3), seed=st.integers(0, 2**32 - 1))
+def test_matmul_rows_equal_matvecs(qtype, n, rows, n_blocks, seed):
+    """Prefill's kernel (a weight block against 8 tokens at once, then one by one for the rest)
+    gives each token what decode's matvec gives it, to float rounding."""
+    m, _ = matrix(qtype, rows, n_blocks, seed)
+    X = np.random.default_rng(seed + 1).standard_normal((n, m.cols)).astype(np.float32)
+    expected = np.stack([m.matvec(x) for x in X])
+    np.testing.assert_allclose(m.matmul(X), expected, rtol=1e-5, atol=1e-6 * float(np.abs(expected).max()))
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -131,7 +145,7 @@ def test_matmul_all_matches_float64(types, rows, n, seed):
     outs = matmul_all([m for m, _ in mats], X)
     for out, (m, W) in zip(outs, mats):
         assert out.shape == (n, m.rows)
-        assert_product_close(out.T, W, X.T)
+        assert_product_close(out.T, W, np.stack([matvec_input(m.qtype, x) for x in X]).T)
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -193,7 +207,8 @@ def test_one_block_one_row_and_non_contiguous_input(qtype):
     x = wide[::2]
     assert not x.flags.c_contiguous
     assert_product_close(m.matvec(x), W, matvec_input(qtype, x))
-    assert_product_close(m.matmul(np.stack([x] * (SMALL_BATCH + 2))).T, W, np.stack([x] * (SMALL_BATCH + 2)).T)
+    X = np.stack([x] * (SMALL_BATCH + 2))
+    assert_product_close(m.matmul(X).T, W, np.stack([matvec_input(qtype, x)] * len(X)).T)
 
 
 @pytest.mark.parametrize("qtype", [T.IQ2_XXS, T.TQ1_0, T.MXFP4, T.IQ4_NL])

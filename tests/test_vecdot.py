@@ -28,36 +28,36 @@ def lanes_both_ways(qtype, row, v, n):
     """acc lanes of one row's blocks, [0] through the target's intrinsics, [1] the portable ones."""
     acc = np.zeros((2, 32), np.float32)
     fast, portable = acc[0], acc[1]
-    if qtype != Q4_K and qtype != Q5_K and qtype != Q6_K:  # any scale will do for the comparison
+    if qtype != Q4_K and qtype != Q5_K and qtype != Q6_K:
         for b in range(n // 32):
-            scale = v.d32[b]
+            x = 32 * b
             if qtype == Q8_0:
-                dot_q8_0(fast, row, 34 * b, v.q32, 32 * b, scale)
-                dot_q8_0_portable(portable, row, 34 * b, v.q32, 32 * b, scale)
+                dot_q8_0(fast, row, 34 * b, v.q32, x, n, v.d32, v.s32)
+                dot_q8_0_portable(portable, row, 34 * b, v.q32, x, n, v.d32, v.s32)
             elif qtype == Q4_0:
-                dot_q4_0(fast, row, 18 * b, v.q32, 32 * b, scale, v.s32[b])
-                dot_q4_0_portable(portable, row, 18 * b, v.q32, 32 * b, scale, v.s32[b])
+                dot_q4_0(fast, row, 18 * b, v.q32, x, n, v.d32, v.s32)
+                dot_q4_0_portable(portable, row, 18 * b, v.q32, x, n, v.d32, v.s32)
             elif qtype == Q4_1:
-                dot_q4_1(fast, row, 20 * b, v.q32, 32 * b, scale, v.s32[b])
-                dot_q4_1_portable(portable, row, 20 * b, v.q32, 32 * b, scale, v.s32[b])
+                dot_q4_1(fast, row, 20 * b, v.q32, x, n, v.d32, v.s32)
+                dot_q4_1_portable(portable, row, 20 * b, v.q32, x, n, v.d32, v.s32)
             elif qtype == Q5_0:
-                dot_q5_0(fast, row, 22 * b, v.q32, 32 * b, scale, v.s32[b])
-                dot_q5_0_portable(portable, row, 22 * b, v.q32, 32 * b, scale, v.s32[b])
+                dot_q5_0(fast, row, 22 * b, v.q32, x, n, v.d32, v.s32)
+                dot_q5_0_portable(portable, row, 22 * b, v.q32, x, n, v.d32, v.s32)
             else:
-                dot_q5_1(fast, row, 24 * b, v.q32, 32 * b, scale, v.s32[b])
-                dot_q5_1_portable(portable, row, 24 * b, v.q32, 32 * b, scale, v.s32[b])
+                dot_q5_1(fast, row, 24 * b, v.q32, x, n, v.d32, v.s32)
+                dot_q5_1_portable(portable, row, 24 * b, v.q32, x, n, v.d32, v.s32)
         return acc
     for blk in range(n // 256):
-        dx = v.d256[blk]
+        x = 256 * blk
         if qtype == Q6_K:
-            dot_q6_k(fast, row, 210 * blk, v.q256, 256 * blk, v.sum16, dx)
-            dot_q6_k_portable(portable, row, 210 * blk, v.q256, 256 * blk, v.sum16, dx)
+            dot_q6_k(fast, row, 210 * blk, v.q256, x, n, v.sum16, v.d256)
+            dot_q6_k_portable(portable, row, 210 * blk, v.q256, x, n, v.sum16, v.d256)
         elif qtype == Q4_K:
-            dot_q4_k(fast, row, 144 * blk, v.q256, 256 * blk, v.sum32, dx)
-            dot_q4_k_portable(portable, row, 144 * blk, v.q256, 256 * blk, v.sum32, dx)
+            dot_q4_k(fast, row, 144 * blk, v.q256, x, n, v.sum32, v.d256)
+            dot_q4_k_portable(portable, row, 144 * blk, v.q256, x, n, v.sum32, v.d256)
         else:
-            dot_q5_k(fast, row, 176 * blk, v.q256, 256 * blk, v.sum32, dx)
-            dot_q5_k_portable(portable, row, 176 * blk, v.q256, 256 * blk, v.sum32, dx)
+            dot_q5_k(fast, row, 176 * blk, v.q256, x, n, v.sum32, v.d256)
+            dot_q5_k_portable(portable, row, 176 * blk, v.q256, x, n, v.sum32, v.d256)
     return acc
 
 

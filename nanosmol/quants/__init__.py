@@ -9,7 +9,7 @@ from gguf import GGMLQuantizationType
 
 from nanosmol.quants.blocks import SUPPORTED_TYPES, block_geometry
 from nanosmol.quants import kernels
-from nanosmol.quants.intdot import QuantizedVector, quantize_vector
+from nanosmol.quants.intdot import ACTIVATION_BLOCK, QuantizedVector, quantize_rows, quantize_vector
 from nanosmol.workers import n_workers, parallel_map
 
 __all__ = ["QuantMatrix", "SUPPORTED_TYPES", "UnsupportedTypeError", "matmul_all"]
@@ -56,6 +56,7 @@ class QuantMatrix:
         self.name, self.qtype, self.rows, self.cols = name, qtype, rows, cols
         self.code = int(qtype)
         self.raw = raw.reshape(rows, row_bytes)
+        self.integer_products = self.code in ACTIVATION_BLOCK  # else float lanes and BLAS
 
     def dequantize_rows(self, row_ids) -> np.ndarray:
         ids = np.ascontiguousarray(row_ids, dtype=np.int64)
@@ -96,17 +97,32 @@ class QuantMatrix:
 
 
 def matmul_all(matrices: list[QuantMatrix], X: np.ndarray, outs: list[np.ndarray] | None = None) -> list[np.ndarray]:
-    """X @ W.T for each W (all with X's width): every matrix's tiles share one hand-off to
-    the workers, so Q, K and V (or gate and up) cost one round trip, not three."""
+    """X @ W.T for each W (all with X's width).
+
+    Quantized weights multiply X quantized to int8 (once for all of them), as decode does
+    and as llama.cpp does in both. Float weights go to BLAS tile by tile: every matrix's
+    tiles share one hand-off to the workers, so Q, K and V cost one round trip, not three.
+    """
     X = np.ascontiguousarray(X, dtype=np.float32)
     if outs is None:
         outs = [np.empty((X.shape[0], m.rows), np.float32) for m in matrices]
+    integer = [(m, out) for m, out in zip(matrices, outs) if m.integer_products]
+    if integer:
+        xq = quantize_rows(X, QuantizedVector.empty(X.size))
+        for m, out in integer:
+            kernels.matmul_quantized(m.code, m.raw, xq, X.shape[1], out)
+    floats = [(m, out) for m, out in zip(matrices, outs) if not m.integer_products]
+    if floats:
+        _matmul_float([m for m, _ in floats], X, [out for _, out in floats])
+    return outs
+
+
+def _matmul_float(matrices: list[QuantMatrix], X: np.ndarray, outs: list[np.ndarray]) -> None:
     if X.shape[0] <= SMALL_BATCH:
         for m, out in zip(matrices, outs):
             for i in range(X.shape[0]):
                 m.matvec(X[i], out[i])
-        return outs
+        return
     workers = n_workers()
     tiles = [(m, r0, n, out) for m, out in zip(matrices, outs) for r0, n in m.tiles(workers)]
     parallel_map(lambda w: [m.multiply_tile(X, r0, n, out) for m, r0, n, out in tiles[w::workers]], range(workers))
-    return outs

@@ -20,8 +20,9 @@ from numba import njit
 
 from nanosmol.quants.blocks import (Q2_K, Q3_K, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0, f16, high4, k4_scale_min,
                                     low4, u32)
-from nanosmol.quants.vecdot import (dot_q2_k, dot_q3_k, dot_q4_0, dot_q4_1, dot_q4_k, dot_q5_0, dot_q5_1, dot_q5_k,
-                                    dot_q6_k, dot_q8_0)
+from nanosmol.quants.vecdot import (dot_q2_k, dot_q2_k_x8, dot_q3_k, dot_q3_k_x8, dot_q4_0, dot_q4_1, dot_q4_k,
+                                    dot_q4_k_x8, dot_q5_0, dot_q5_1, dot_q5_k, dot_q5_k_x8, dot_q6_k, dot_q6_k_x8, dot_q8_0,
+                                    row_q4_0_x8, row_q4_1_x8, row_q5_0_x8, row_q5_1_x8, row_q8_0_x8)
 from nanosmol.simd import or_bits, stack_codes, stack_lanes, store_scaled_codes, store_scaled_int8, unpack_nibbles16
 
 INLINE = dict(cache=True, fastmath=True, boundscheck=False, inline="always")
@@ -38,13 +39,15 @@ class QuantizedVector(NamedTuple):
     d256: np.ndarray  # float32 [n / 256]
     sum16: np.ndarray  # int16 [n / 16]: sums of 16 q256 values, for Q6_K's offsets
     sum32: np.ndarray  # int16 [n / 32]: sums of 32 q256 values, for Q4_K's and Q5_K's mins
+    d32_by_8: np.ndarray  # float32 [n / 32]: d32 of rows (tokens) 8g..8g+7 side by side, block by block
+    s32_by_8: np.ndarray  # float32 [n / 32]: the same of s32 (quantize_rows; prefill's 32-value types)
 
     @classmethod
     def empty(cls, n: int) -> "QuantizedVector":
         """Room for any vector of up to n values."""
         return cls(np.zeros(n, np.int8), np.zeros(n // 32, np.float32), np.zeros(n // 32, np.float32),
                    np.zeros(n, np.int8), np.zeros(n // 256 + 1, np.float32), np.zeros(n // 16, np.int16),
-                   np.zeros(n // 32, np.int16))
+                   np.zeros(n // 32, np.int16), np.zeros(n // 32, np.float32), np.zeros(n // 32, np.float32))
 
 
 @njit(**INLINE)
@@ -71,17 +74,38 @@ def block_sums(q, sums, size):
         sums[b] = total
 
 
-@njit(nogil=True, **JIT)
-def quantize_vector(x, v):
-    """Quantize x into v (a QuantizedVector with room for it): once per matrix-vector product."""
+@njit(**INLINE)
+def quantize_values(x, v, k_quant_blocks):
+    """Quantize the values x into v, in blocks of 32 and (if k_quant_blocks) of 256."""
     n = x.shape[0]
     quantize_blocks(x, v.q32, v.d32, 32)
     block_sums(v.q32, v.s32[: n // 32], 32)
     v.s32[: n // 32] *= v.d32[: n // 32]
-    if n % 256 == 0:  # k-quant rows are whole 256-value blocks; no k-quant matrix has other widths
+    if k_quant_blocks:
         quantize_blocks(x, v.q256, v.d256, 256)
         block_sums(v.q256, v.sum16[: n // 16], 16)
         v.sum32[: n // 32] = v.sum16[0 : n // 16 : 2] + v.sum16[1 : n // 16 : 2]
+    return v
+
+
+@njit(nogil=True, **JIT)
+def quantize_vector(x, v):
+    """Quantize x into v (a QuantizedVector with room for it): once per matrix-vector product.
+    K-quant rows are whole 256-value blocks; no k-quant matrix has other widths."""
+    return quantize_values(x, v, x.shape[0] % 256 == 0)
+
+
+@njit(nogil=True, **JIT)
+def quantize_rows(X, v):
+    """Quantize each row of X [tokens, n] (C-contiguous) into v, one after another: token t's
+    values from t * n on. No block spans two rows, as n is a whole number of blocks."""
+    quantize_values(X.reshape(-1), v, X.shape[1] % 256 == 0)
+    tokens, blocks = X.shape[0], X.shape[1] // 32
+    for first in range(0, tokens - tokens % 8, 8):  # each group of 8 rows' scales, block by block
+        for t in range(8):
+            for b in range(blocks):
+                v.d32_by_8[first * blocks + 8 * b + t] = v.d32[(first + t) * blocks + b]
+                v.s32_by_8[first * blocks + 8 * b + t] = v.s32[(first + t) * blocks + b]
     return v
 
 
@@ -120,16 +144,33 @@ def unpack_block32(qtype, row, o, codes):
 
 
 @njit(**INLINE)
-def dot_block32(qtype, acc, row, o, q8, x_at, dx, sx):
-    """One 32-value block's dot product into acc (see vecdot): one intrinsic per type."""
+def dot_block32(qtype, acc, row, o, v, x_at, n):
+    """Decode: one 32-value block's dot product into acc (see vecdot): one intrinsic per type."""
     if qtype == Q4_0:
-        dot_q4_0(acc, row, o, q8, x_at, dx, sx)
+        dot_q4_0(acc, row, o, v.q32, x_at, n, v.d32, v.s32)
     elif qtype == Q4_1:
-        dot_q4_1(acc, row, o, q8, x_at, dx, sx)
+        dot_q4_1(acc, row, o, v.q32, x_at, n, v.d32, v.s32)
     elif qtype == Q5_0:
-        dot_q5_0(acc, row, o, q8, x_at, dx, sx)
+        dot_q5_0(acc, row, o, v.q32, x_at, n, v.d32, v.s32)
+    elif qtype == Q5_1:
+        dot_q5_1(acc, row, o, v.q32, x_at, n, v.d32, v.s32)
     else:
-        dot_q5_1(acc, row, o, q8, x_at, dx, sx)
+        dot_q8_0(acc, row, o, v.q32, x_at, n, v.d32, v.s32)
+
+
+@njit(**INLINE)
+def row_block32_x8(qtype, acc, row, v, at, n):
+    """Prefill: a whole row of 32-value blocks against PREFILL_TOKENS tokens in one intrinsic."""
+    if qtype == Q4_0:
+        row_q4_0_x8(acc, row, 0, v.q32, at, n, v.d32_by_8, v.s32_by_8, n // 32)
+    elif qtype == Q4_1:
+        row_q4_1_x8(acc, row, 0, v.q32, at, n, v.d32_by_8, v.s32_by_8, n // 32)
+    elif qtype == Q5_0:
+        row_q5_0_x8(acc, row, 0, v.q32, at, n, v.d32_by_8, v.s32_by_8, n // 32)
+    elif qtype == Q5_1:
+        row_q5_1_x8(acc, row, 0, v.q32, at, n, v.d32_by_8, v.s32_by_8, n // 32)
+    else:
+        row_q8_0_x8(acc, row, 0, v.q32, at, n, v.d32_by_8, v.s32_by_8, n // 32)
 
 
 @njit(**INLINE)
@@ -139,18 +180,21 @@ def block32_bytes(qtype):
         return 18
     if qtype == Q4_1:
         return 20
-    return 22 if qtype == Q5_0 else 24
+    if qtype == Q5_0:
+        return 22
+    return 24 if qtype == Q5_1 else 34
 
 
 @njit(**INLINE)
-def row_dot_block32(qtype, row, v, n):
-    """Q4_0/Q4_1/Q5_0/Q5_1: one integer sum, one float scale per 32-value block."""
-    acc = stack_lanes()
-    acc[:16] = 0.0
+def row_dots_block32(qtype, row, v, n, at, tokens, acc):
+    """Q8_0 (d, qs[32] int8) and Q4_0/Q4_1/Q5_0/Q5_1: one integer sum, one float scale per
+    32-value block."""
+    if tokens != 1:
+        row_block32_x8(qtype, acc, row, v, at, n)
+        return
     nbytes = block32_bytes(qtype)
     for b in range(n // 32):
-        dot_block32(qtype, acc, row, nbytes * b, v.q32, 32 * b, v.d32[b], v.s32[b])
-    return acc[:8].sum() + acc[8]
+        dot_block32(qtype, acc, row, nbytes * b, v, at + 32 * b, n)
 
 
 @njit(**INLINE)
@@ -190,18 +234,20 @@ def unpack_k4_pair(row, o, pair, five_bits, codes):
 
 
 @njit(**INLINE)
-def row_dot_k4(row, v, n, five_bits):
+def row_dots_k4(row, v, n, at, tokens, acc, five_bits):
     """Q4_K / Q5_K: d, dmin (f16), scales[12] (6-bit scale and min per 32 values), [qh[32]], qs[128]."""
-    acc = stack_lanes()
-    acc[:16] = 0.0
     block_bytes = 176 if five_bits else 144
     for blk in range(n // 256):
-        o, dx = block_bytes * blk, v.d256[blk]
+        o, x = block_bytes * blk, at + 256 * blk
         if five_bits:
-            dot_q5_k(acc, row, o, v.q256, 256 * blk, v.sum32, dx)
+            if tokens == 1:
+                dot_q5_k(acc, row, o, v.q256, x, n, v.sum32, v.d256)
+            else:
+                dot_q5_k_x8(acc, row, o, v.q256, x, n, v.sum32, v.d256)
+        elif tokens == 1:
+            dot_q4_k(acc, row, o, v.q256, x, n, v.sum32, v.d256)
         else:
-            dot_q4_k(acc, row, o, v.q256, 256 * blk, v.sum32, dx)
-    return acc[:8].sum() - acc[8:16].sum()
+            dot_q4_k_x8(acc, row, o, v.q256, x, n, v.sum32, v.d256)
 
 
 @njit(**INLINE)
@@ -220,37 +266,29 @@ def dequantize_row_k4(row, out, five_bits):
 
 
 @njit(**INLINE)
-def row_dot_q6_k(row, v, n):
+def row_dots_q6_k(row, v, n, at, tokens, acc):
     """Q6_K: ql[128], qh[64], scales[16] (int8, one per 16 values), d (f16); code - 32."""
-    acc = stack_lanes()
-    acc[:8] = 0.0
     for blk in range(n // 256):
-        o = 210 * blk
-        dot_q6_k(acc, row, o, v.q256, 256 * blk, v.sum16, v.d256[blk])
-    return acc[:8].sum()
-
-
-@njit(**INLINE)
-def row_dot_low_k(qtype, row, v, n):
-    """Q2_K (84-byte blocks) and Q3_K (110): 2-bit codes, scales per 16 values."""
-    acc = stack_lanes()
-    acc[:16] = 0.0
-    for blk in range(n // 256):
-        if qtype == Q2_K:
-            dot_q2_k(acc, row, 84 * blk, v.q256, 256 * blk, v.sum16, v.d256[blk])
+        if tokens == 1:
+            dot_q6_k(acc, row, 210 * blk, v.q256, at + 256 * blk, n, v.sum16, v.d256)
         else:
-            dot_q3_k(acc, row, 110 * blk, v.q256, 256 * blk, v.sum16, v.d256[blk])
-    return acc[:8].sum() - acc[8:16].sum()
+            dot_q6_k_x8(acc, row, 210 * blk, v.q256, at + 256 * blk, n, v.sum16, v.d256)
 
 
 @njit(**INLINE)
-def row_dot_q8_0(row, v, n):
-    """Q8_0: d (f16), qs[32] int8 per block: an int8 by int8 product per block."""
-    acc = stack_lanes()
-    acc[:8] = 0.0
-    for b in range(n // 32):
-        dot_q8_0(acc, row, 34 * b, v.q32, 32 * b, v.d32[b])
-    return acc[:8].sum()
+def row_dots_low_k(qtype, row, v, n, at, tokens, acc):
+    """Q2_K (84-byte blocks) and Q3_K (110): 2-bit codes, scales per 16 values."""
+    for blk in range(n // 256):
+        x = at + 256 * blk
+        if qtype == Q2_K:
+            if tokens == 1:
+                dot_q2_k(acc, row, 84 * blk, v.q256, x, n, v.sum16, v.d256)
+            else:
+                dot_q2_k_x8(acc, row, 84 * blk, v.q256, x, n, v.sum16, v.d256)
+        elif tokens == 1:
+            dot_q3_k(acc, row, 110 * blk, v.q256, x, n, v.sum16, v.d256)
+        else:
+            dot_q3_k_x8(acc, row, 110 * blk, v.q256, x, n, v.sum16, v.d256)
 
 
 # The weight types whose matrix-vector products run here (F32/F16/BF16: float lanes in kernels.py),
@@ -266,27 +304,40 @@ def has_int_dot(qtype):
 
 
 @njit(**INLINE)
-def row_dot(qtype, row, v, n):
-    """row . x for a weight row of n values and x quantized in v.
+def row_dots(qtype, row, v, n, at, tokens, acc):
+    """The dot products of a weight row of n values with `tokens` (1 or PREFILL_TOKENS)
+    activations quantized in v, token t's from value at + t * n on: its dot product is the sum
+    of acc[16t : 16t + 16].
 
-    Each branch passes its type as a constant, so every block loop is compiled for one type.
+    Each branch passes its type as a constant, so every block loop is compiled for one type;
+    callers pass `tokens` as a constant, so only one intrinsic of each pair survives.
     """
+    acc[: 16 * tokens] = 0.0
     if qtype == Q4_K:
-        return row_dot_k4(row, v, n, False)
-    if qtype == Q6_K:
-        return row_dot_q6_k(row, v, n)
-    if qtype == Q8_0:
-        return row_dot_q8_0(row, v, n)
-    if qtype == Q5_0:
-        return row_dot_block32(Q5_0, row, v, n)
-    if qtype == Q4_1:
-        return row_dot_block32(Q4_1, row, v, n)
-    if qtype == Q4_0:
-        return row_dot_block32(Q4_0, row, v, n)
-    if qtype == Q5_1:
-        return row_dot_block32(Q5_1, row, v, n)
-    if qtype == Q2_K:
-        return row_dot_low_k(Q2_K, row, v, n)
-    if qtype == Q3_K:
-        return row_dot_low_k(Q3_K, row, v, n)
-    return row_dot_k4(row, v, n, True)  # Q5_K
+        row_dots_k4(row, v, n, at, tokens, acc, False)
+    elif qtype == Q6_K:
+        row_dots_q6_k(row, v, n, at, tokens, acc)
+    elif qtype == Q8_0:
+        row_dots_block32(Q8_0, row, v, n, at, tokens, acc)
+    elif qtype == Q5_0:
+        row_dots_block32(Q5_0, row, v, n, at, tokens, acc)
+    elif qtype == Q4_1:
+        row_dots_block32(Q4_1, row, v, n, at, tokens, acc)
+    elif qtype == Q4_0:
+        row_dots_block32(Q4_0, row, v, n, at, tokens, acc)
+    elif qtype == Q5_1:
+        row_dots_block32(Q5_1, row, v, n, at, tokens, acc)
+    elif qtype == Q2_K:
+        row_dots_low_k(Q2_K, row, v, n, at, tokens, acc)
+    elif qtype == Q3_K:
+        row_dots_low_k(Q3_K, row, v, n, at, tokens, acc)
+    else:
+        row_dots_k4(row, v, n, at, tokens, acc, True)  # Q5_K
+
+
+@njit(**INLINE)
+def row_dot(qtype, row, v, n):
+    """row . x for a weight row of n values and x quantized in v: decode's one token."""
+    acc = stack_lanes()
+    row_dots(qtype, row, v, n, 0, 1, acc)
+    return acc[:16].sum()

@@ -1,10 +1,11 @@
-"""Kernels on raw GGUF blocks: matrix-vector product, row dequantization, tiles for BLAS.
+"""Kernels on raw GGUF blocks: matrix-vector and matrix products, row dequantization, tiles for BLAS.
 
 All take the type code and the weight as a 2-D uint8 array [rows, row_bytes] read straight
 from the mapped file. A matrix-vector product takes x twice: as float32 and quantized
 (`intdot.QuantizedVector`). The quantized types multiply the quantized x in integers
-(intdot.py); F32, F16 and BF16 accumulate float products in 32 float32 lanes across a whole
-row, with one horizontal sum per row (both in vecdot.py).
+(intdot.py), in decode and in prefill (`matmul_quantized`); F32, F16 and BF16 accumulate
+float products in 32 float32 lanes across a whole row, with one horizontal sum per row (both
+in vecdot.py), and go through BLAS tiles in prefill.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from numba import njit, prange
 
 from nanosmol.layers import silu
 from nanosmol.quants.blocks import BF16, F16, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q8_0, row_values
-from nanosmol.quants.intdot import dequantize_row_block32, dequantize_row_k4, has_int_dot, row_dot
-from nanosmol.quants.vecdot import dot_bf16, dot_f16, dot_f32
-from nanosmol.simd import stack_lanes
+from nanosmol.quants.intdot import dequantize_row_block32, dequantize_row_k4, has_int_dot, row_dot, row_dots
+from nanosmol.quants.vecdot import PREFILL_TOKENS, dot_bf16, dot_f16, dot_f32
+from nanosmol.simd import stack_lanes, stack_token_lanes
 
 JIT = dict(cache=True, fastmath=True, boundscheck=False, error_model="numpy")
 ROWS_PER_TASK = 16  # rows a thread takes at a time: amortizes scratch set-up, balances load
@@ -97,6 +98,31 @@ def matvec_swiglu(t_gate, w_gate, t_up, w_up, x, xq, out, up):
         dot_rows(t_up, w_up, x, xq, up, first, last)
         for r in range(first, last):
             out[r] = silu(out[r]) * up[r]
+
+
+@njit(parallel=True, **JIT)
+def matmul_quantized(qtype, w, xq, n, out):
+    """out[t] = W @ x_t for the rows x_t [n] of a batch quantized in xq (`quantize_rows`).
+
+    Prefill's products, in integers as decode's: a task takes ROWS_PER_TASK weight rows
+    through the whole batch, PREFILL_TOKENS activation rows at a time, so each weight block
+    is unpacked once per PREFILL_TOKENS tokens while its rows stay in the core's cache.
+    """
+    n_tokens = out.shape[0]
+    whole = n_tokens - n_tokens % PREFILL_TOKENS
+    for task in prange(n_tasks(w)):
+        acc = stack_token_lanes()
+        first, last = task_rows(w, task)
+        for t0 in range(0, whole, PREFILL_TOKENS):
+            for r in range(first, last):
+                row_dots(qtype, w[r], xq, n, t0 * n, PREFILL_TOKENS, acc)
+                for t in range(PREFILL_TOKENS):
+                    out[t0 + t, r] = acc[16 * t : 16 * t + 16].sum()
+        for t in range(whole, n_tokens):
+            for r in range(first, last):
+                row_dots(qtype, w[r], xq, n, t * n, 1, acc)
+                out[t, r] = acc[:16].sum()
+    return out
 
 
 @njit(inline="always", **JIT)

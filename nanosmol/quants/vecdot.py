@@ -1,19 +1,24 @@
-"""Whole-block dot products in vector IR, one intrinsic per weight type: the matvec of decode.
+"""Whole-block dot products in vector IR, one intrinsic per weight type: decode's matvec and
+prefill's matmul.
 
 Each quantized type's intrinsic takes one weight block straight from the file's bytes and the
 matching stretch of the int8-quantized activation, and keeps everything in vector registers:
 the bit fields are cut with 32-byte vector operations, multiplied with vpmaddubsw/vpmaddwd on
 AVX2 (plain vector IR elsewhere, `simd.madd_portable`), and only the block's integer sums meet
-a float scale. This is
-the shape of llama.cpp's AVX2 `ggml_vec_dot_q4_K_q8_K` and friends (scales unpacked with its
-32-bit mask trick, the mins against the activation's 32-value sums); going through an
-unpacked-codes array on the stack instead cost half the speed.
+a float scale. This is the shape of llama.cpp's AVX2 `ggml_vec_dot_q4_K_q8_K` and friends
+(scales unpacked with its 32-bit mask trick, the mins against the activation's 32-value sums);
+going through an unpacked-codes array on the stack instead cost half the speed.
 
-Each updates float32 accumulator lanes `acc` (a `simd.stack_lanes()`): acc[0:8] gathers the
-scaled products, acc[8:16] the k-quants' mins (subtracted) or the 32-value types' offsets (added,
-lane 8); the row functions in intdot.py say which. F32, F16 and BF16 rows multiply the float
-activation in acc[0:32]. Every intrinsic comes in two forms, the target's (`x86` when Numba
-compiles for AVX2) and the portable one, which tests pin together.
+Prefill's forms (`_x8`) take PREFILL_TOKENS activations per weight block: the codes are cut
+once and meet every token's block, which is where a batch gains over repeated matvecs. The
+32-value types' prefill form runs a whole row, with the 8 tokens' float sums in the lanes of
+one vector (each 32 values carry their own scales, so per-token float work would dominate).
+
+Each updates float32 accumulator lanes `acc`, 16 per token: acc[16t : 16t + 16] sums to token
+t's dot product (lanes 0-7 the scaled products, 8-15 the mins or offsets, already signed).
+F32, F16 and BF16 rows multiply the float activation in acc[0:32]. Every decode intrinsic comes
+in two forms, the target's (`x86` when Numba compiles for AVX2) and the portable one, which
+tests pin together; the prefill forms are pinned to the decode ones through the matmul tests.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import platform
 
 from llvmlite import binding as llvm_binding, ir
 from numba import types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 from nanosmol.simd import (I8x32, I16x16, I16x32, I32x8, I32x16, call_llvm, even_odd, madd_portable, madd_x86,
@@ -71,11 +77,24 @@ class _Block:
         """The fp16 pair at row[byte_index] (d and dmin, or d and what follows) as <2 x float>."""
         return self.halves(byte_index, 2)
 
-    def scaled_halves(self, byte_index, scale):
-        """two_halves(byte_index) * scale, as two float scalars."""
+    def scaled_halves(self, pair, scale, second_sign: float = 1.0):
+        """The <2 x float> pair times scale (the second also times second_sign), as two scalars."""
         b = self.builder
-        pair = b.fmul(self.two_halves(byte_index), splat(b, scale, ir.VectorType(ir.FloatType(), 2)), flags=["fast"])
+        scales = b.fmul(splat(b, scale, ir.VectorType(ir.FloatType(), 2)), ir.Constant(ir.VectorType(ir.FloatType(), 2), [1.0, second_sign]),
+                        flags=["fast"])
+        pair = b.fmul(pair, scales, flags=["fast"])
         return b.extract_element(pair, ir.Constant(I32, 0)), b.extract_element(pair, ir.Constant(I32, 1))
+
+    def token_x(self, t: int):
+        """Where token t's activation block starts in q8: x_at + t * x_stride."""
+        x_at, stride = self.args[4], self.args[5]
+        return self.builder.add(x_at, self.builder.mul(stride, ir.Constant(stride.type, t))) if t else x_at
+
+    def per_block(self, arg: int, x, block: int, element_type=None):
+        """Array argument `arg`'s entry for the activation block of `block` values holding q8[x]
+        (its scale, or its sums when element_type is a vector)."""
+        index = self.builder.lshr(x, ir.Constant(x.type, block.bit_length() - 1))
+        return self.load(arg, index, element_type or ir.FloatType())
 
     def load(self, arg: int, index, vector_type):
         """vector_type's worth of array argument `arg` from element `index` (an LLVM i64 or int)."""
@@ -143,22 +162,23 @@ def _k4_scales_mins(blk: _Block, o):
     return as_bytes(0), as_bytes(1)
 
 
-def _dot_k4(five_bits: bool, portable: bool):
+def _dot_k4(five_bits: bool, portable: bool, tokens: int = 1):
     @intrinsic
-    def dot_k4(typingctx, acc, row, o, q8, x_at, sum32, dx):
-        """One Q4_K (or Q5_K) block at row[o] against q8[x_at : x_at + 256] (int8, scale dx).
+    def dot_k4(typingctx, acc, row, o, q8, x_at, x_stride, sum32, d256):
+        """One Q4_K (or Q5_K) block at row[o] against `tokens` activation blocks of 256 int8 in
+        q8, token t's at x_at + t * x_stride, with their scales in d256 and sums of 32 in sum32.
 
         Block: d, dmin (f16), scales[12], [qh[32]], qs[128]; value = d*scale*code - dmin*min
-        per 32-value sub-block.
-        sum32: the activation's sums of 32 values (int16), from x_at // 32.
+        per 32-value sub-block. The codes are cut once and meet every token's activation.
         """
 
         def codegen(context, builder, signature, args):
             blk, b = _Block(context, builder, signature, args, portable), builder
-            o, x_at = args[2], args[4]
+            o = args[2]
+            xs = [blk.token_x(t) for t in range(tokens)]
             scales, mins = _k4_scales_mins(blk, o)
             scales = b.zext(scales, ir.VectorType(I16, 8))
-            sumi = ir.Constant(I32x8, [0] * 8)
+            sumi = [ir.Constant(I32x8, [0] * 8)] * tokens
             qs = blk.at(o, 48 if five_bits else 16)
             if five_bits:
                 qh = blk.load(1, blk.at(o, 16), I8x32)
@@ -170,35 +190,38 @@ def _dot_k4(five_bits: bool, portable: bool):
                     fifth = lambda bit: b.shl(b.and_(b.lshr(qh, _const(I8x32, bit)), _const(I8x32, 1)), _const(I8x32, 4))
                     low, high = b.or_(low, fifth(2 * pair)), b.or_(high, fifth(2 * pair + 1))
                 for codes, sub in ((low, 2 * pair), (high, 2 * pair + 1)):
-                    x = blk.load(3, blk.at(x_at, 32 * sub), I8x32)
-                    sumi = b.add(sumi, blk.madd(b, codes, x, blk.spread(scales, sub, sub)))
-            d, dmin = blk.scaled_halves(o, args[6])
-            blk.add_to_acc(0, sumi, d)
-            x_sums = blk.load(5, b.sdiv(x_at, ir.Constant(x_at.type, 32)), ir.VectorType(I16, 8))
-            blk.add_to_acc(8, blk.madd16(b.zext(mins, ir.VectorType(I16, 8)), x_sums), dmin)
+                    spread = blk.spread(scales, sub, sub)
+                    for t, x_t in enumerate(xs):
+                        x = blk.load(3, blk.at(x_t, 32 * sub), I8x32)
+                        sumi[t] = b.add(sumi[t], blk.madd(b, codes, x, spread))
+            d_dmin, mins = blk.two_halves(o), b.zext(mins, ir.VectorType(I16, 8))
+            for t, x_t in enumerate(xs):
+                d, minus_dmin = blk.scaled_halves(d_dmin, blk.per_block(7, x_t, 256), -1.0)
+                blk.add_to_acc(16 * t, sumi[t], d)
+                blk.add_to_acc(16 * t + 8, blk.madd16(mins, blk.per_block(6, x_t, 32, ir.VectorType(I16, 8))), minus_dmin)
             return context.get_dummy_value()
 
-        sig = types.none(acc, row, types.int64, q8, types.int64, sum32, types.float32)
-        return sig, codegen
+        return types.none(acc, row, types.int64, q8, types.int64, types.int64, sum32, d256), codegen
 
     return dot_k4
 
 
-def _dot_q6_k(portable: bool):
+def _dot_q6_k(portable: bool, tokens: int = 1):
     @intrinsic
-    def dot_q6_k(typingctx, acc, row, o, q8, x_at, sum16, dx):
-        """One Q6_K block at row[o] against q8[x_at : x_at + 256] (int8, scale dx).
+    def dot_q6_k(typingctx, acc, row, o, q8, x_at, x_stride, sum16, d256):
+        """One Q6_K block at row[o] against `tokens` activation blocks (as _dot_k4's).
 
         Block: ql[128] (low 4 bits), qh[64] (high 2 bits), scales[16] (int8, one per 16
         values), d (f16); value = d * scale * (code - 32). The -32 is taken off through the
-        activation's sums of 16 (sum16, int16, from x_at // 16).
+        activation's sums of 16 (sum16, int16).
         """
 
         def codegen(context, builder, signature, args):
             blk, b = _Block(context, builder, signature, args, portable), builder
-            o, x_at = args[2], args[4]
+            o = args[2]
+            xs = [blk.token_x(t) for t in range(tokens)]
             scales = b.sext(blk.load(1, blk.at(o, 192), ir.VectorType(I8, 16)), ir.VectorType(I16, 16))
-            sumi = ir.Constant(I32x8, [0] * 8)
+            sumi = [ir.Constant(I32x8, [0] * 8)] * tokens
             for half in range(2):
                 half_scales = b.shuffle_vector(scales, scales, ir.Constant(ir.VectorType(I32, 8), list(range(8 * half, 8 * half + 8))))
                 a = blk.load(1, blk.at(o, 64 * half), I8x32)
@@ -209,16 +232,18 @@ def _dot_q6_k(portable: bool):
                            b.lshr(a, _const(I8x32, 4)), b.lshr(c, _const(I8x32, 4)))
                 for j in range(4):  # values 128*half + 32*j + i
                     codes = b.or_(nibbles[j], high2(2 * j))
-                    x = blk.load(3, blk.at(x_at, 128 * half + 32 * j), I8x32)
-                    sumi = b.add(sumi, blk.madd(b, codes, x, blk.spread(half_scales, 2 * j, 2 * j + 1)))
-            # The -32: 32 * sum over sub-blocks of 16 of scale * (sum of their 16 x values).
-            x_sums = blk.load(5, b.sdiv(x_at, ir.Constant(x_at.type, 16)), I16x16)
-            offsets = b.shl(blk.madd16(scales, x_sums), _const(I32x8, 5))
-            d = b.fmul(b.extract_element(blk.two_halves(blk.at(o, 206)), ir.Constant(I32, 1)), args[6], flags=["fast"])
-            blk.add_to_acc(0, b.sub(sumi, offsets), d)
+                    spread = blk.spread(half_scales, 2 * j, 2 * j + 1)
+                    for t, x_t in enumerate(xs):
+                        x = blk.load(3, blk.at(x_t, 128 * half + 32 * j), I8x32)
+                        sumi[t] = b.add(sumi[t], blk.madd(b, codes, x, spread))
+            d = b.extract_element(blk.two_halves(blk.at(o, 206)), ir.Constant(I32, 1))
+            for t, x_t in enumerate(xs):
+                # The -32: 32 * sum over sub-blocks of 16 of scale * (sum of their 16 x values).
+                offsets = b.shl(blk.madd16(scales, blk.per_block(6, x_t, 16, I16x16)), _const(I32x8, 5))
+                blk.add_to_acc(16 * t, b.sub(sumi[t], offsets), b.fmul(d, blk.per_block(7, x_t, 256), flags=["fast"]))
             return context.get_dummy_value()
 
-        return types.none(acc, row, types.int64, q8, types.int64, sum16, types.float32), codegen
+        return types.none(acc, row, types.int64, q8, types.int64, types.int64, sum16, d256), codegen
 
     return dot_q6_k
 
@@ -241,22 +266,23 @@ def _q3_k_scales(blk: _Block, o):
     return b.sext(scales, I16x16)
 
 
-def _dot_low_k(kind: str, portable: bool):
+def _dot_low_k(kind: str, portable: bool, tokens: int = 1):
     @intrinsic
-    def dot_low_k(typingctx, acc, row, o, q8, x_at, sum16, dx):
-        """One Q2_K or Q3_K block at row[o] against q8[x_at : x_at + 256] (int8, scale dx).
+    def dot_low_k(typingctx, acc, row, o, q8, x_at, x_stride, sum16, d256):
+        """One Q2_K or Q3_K block at row[o] against `tokens` activation blocks (as _dot_k4's).
 
         Both hold 2-bit codes in qs[64]: value 32j + i of each 128-value half is bits 2j..2j+1
         of byte i (i < 32), with one scale per 16 values.
         Q2_K: scales[16] (4-bit scale, 4-bit min), qs, d, dmin: d*scale*code - dmin*min.
         Q3_K: hmask[32] (a third bit, set meaning +4), qs, scales[12] (6-bit, minus 32), d:
         d * scale * (code - 4) with the third bit in the code.
-        The mins and the -4 come off through the activation's sums of 16 (sum16 from x_at // 16).
+        The mins and the -4 come off through the activation's sums of 16 (sum16).
         """
 
         def codegen(context, builder, signature, args):
             blk, b = _Block(context, builder, signature, args, portable), builder
-            o, x_at = args[2], args[4]
+            o = args[2]
+            xs = [blk.token_x(t) for t in range(tokens)]
             qs = blk.at(o, 16 if kind == "Q2_K" else 32)
             if kind == "Q2_K":
                 packed = blk.load(1, o, ir.VectorType(I8, 16))
@@ -265,7 +291,7 @@ def _dot_low_k(kind: str, portable: bool):
             else:
                 scales = _q3_k_scales(blk, o)
                 hmask = blk.load(1, o, I8x32)
-            sumi = ir.Constant(I32x8, [0] * 8)
+            sumi = [ir.Constant(I32x8, [0] * 8)] * tokens
             for half in range(2):
                 q = blk.load(1, blk.at(qs, 32 * half), I8x32)
                 half_scales = b.shuffle_vector(scales, scales, ir.Constant(ir.VectorType(I32, 8), list(range(8 * half, 8 * half + 8))))
@@ -274,20 +300,23 @@ def _dot_low_k(kind: str, portable: bool):
                     if kind == "Q3_K":
                         bit = b.and_(b.lshr(hmask, _const(I8x32, 4 * half + j)), _const(I8x32, 1))
                         codes = b.or_(codes, b.shl(bit, _const(I8x32, 2)))
-                    x = blk.load(3, blk.at(x_at, 128 * half + 32 * j), I8x32)
-                    sumi = b.add(sumi, blk.madd(b, codes, x, blk.spread(half_scales, 2 * j, 2 * j + 1)))
-            x_sums = blk.load(5, b.sdiv(x_at, ir.Constant(x_at.type, 16)), I16x16)
-            if kind == "Q2_K":
-                d, dmin = blk.scaled_halves(blk.at(o, 80), args[6])
-                blk.add_to_acc(0, sumi, d)
-                blk.add_to_acc(8, blk.madd16(mins, x_sums), dmin)
-            else:
-                d = b.fmul(b.extract_element(blk.two_halves(blk.at(o, 106)), ir.Constant(I32, 1)), args[6], flags=["fast"])
-                offsets = b.shl(blk.madd16(scales, x_sums), _const(I32x8, 2))
-                blk.add_to_acc(0, b.sub(sumi, offsets), d)
+                    spread = blk.spread(half_scales, 2 * j, 2 * j + 1)
+                    for t, x_t in enumerate(xs):
+                        x = blk.load(3, blk.at(x_t, 128 * half + 32 * j), I8x32)
+                        sumi[t] = b.add(sumi[t], blk.madd(b, codes, x, spread))
+            for t, x_t in enumerate(xs):
+                x_sums, dx = blk.per_block(6, x_t, 16, I16x16), blk.per_block(7, x_t, 256)
+                if kind == "Q2_K":
+                    d, minus_dmin = blk.scaled_halves(blk.two_halves(blk.at(o, 80)), dx, -1.0)
+                    blk.add_to_acc(16 * t, sumi[t], d)
+                    blk.add_to_acc(16 * t + 8, blk.madd16(mins, x_sums), minus_dmin)
+                else:
+                    d = b.fmul(b.extract_element(blk.two_halves(blk.at(o, 106)), ir.Constant(I32, 1)), dx, flags=["fast"])
+                    offsets = b.shl(blk.madd16(scales, x_sums), _const(I32x8, 2))
+                    blk.add_to_acc(16 * t, b.sub(sumi[t], offsets), d)
             return context.get_dummy_value()
 
-        return types.none(acc, row, types.int64, q8, types.int64, sum16, types.float32), codegen
+        return types.none(acc, row, types.int64, q8, types.int64, types.int64, sum16, d256), codegen
 
     return dot_low_k
 
@@ -308,65 +337,125 @@ def _signed_madd(blk: _Block, w, x):
     return b.add(*even_odd(b, pairs, 8))
 
 
-def _dot_q8_0(portable: bool):
-    @intrinsic
-    def dot_q8_0(typingctx, acc, row, o, q8, x_at, dx):
-        """One Q8_0 block at row[o] (d f16, qs[32] int8) against q8[x_at : x_at + 32] (scale dx)."""
-
-        def codegen(context, builder, signature, args):
-            blk = _Block(context, builder, signature, args, portable)
-            w = blk.load(1, blk.at(args[2], 2), I8x32)
-            x = blk.load(3, args[4], I8x32)
-            d = blk.scaled_halves(args[2], args[5])[0]
-            blk.add_to_acc(0, _signed_madd(blk, w, x), d)
-            return context.get_dummy_value()
-
-        return types.none(acc, row, types.int64, q8, types.int64, types.float32), codegen
-
-    return dot_q8_0
+def _q8_0_terms(blk: _Block, o, xs):
+    """The Q8_0 block at row[o] (d f16, qs[32] int8) against the activation blocks of 32 int8 at
+    q8[x] for each x in xs: each one's int32x8 products, and d (no offset)."""
+    w = blk.load(1, blk.at(o, 2), I8x32)
+    d = blk.builder.extract_element(blk.two_halves(o), ir.Constant(I32, 0))
+    return [_signed_madd(blk, w, blk.load(3, x, I8x32)) for x in xs], d, None
 
 
 # Where a 32-value type's packed nibbles and (for Q5) its 32 fifth bits start in its block.
 BLOCK32_LAYOUT = {"Q4_0": (2, None), "Q4_1": (4, None), "Q5_0": (6, 2), "Q5_1": (8, 4)}
 
 
-def _dot_block32(type_name: str, portable: bool):
+def _block32_terms(type_name: str):
+    """A Q4_0/Q4_1/Q5_0/Q5_1 block at row[o] against the activation blocks at q8[x] for each x
+    in xs: each one's int32x8 code sums, and the block's d and m.
+
+    Codes: value i < 16 in the low nibble of byte i, value 16 + i in its high nibble, plus
+    bit i of qh times 16 for the 5-bit types; values d * code + m, with m = -8d (Q4_0),
+    -16d (Q5_0) or the block's own (Q4_1, Q5_1): the dot product is d * dx * (codes . q8)
+    plus m * sx, sx being the activation block's sum (dx times its int8 sum).
+    """
     qs_at, qh_at = BLOCK32_LAYOUT[type_name]
 
-    @intrinsic
-    def dot_block32(typingctx, acc, row, o, q8, x_at, dx, sx):
-        """One Q4_0/Q4_1/Q5_0/Q5_1 block at row[o] against q8[x_at : x_at + 32] (scale dx).
+    def terms(blk: _Block, o, xs):
+        b, i8x16 = blk.builder, ir.VectorType(I8, 16)
+        packed = blk.load(1, blk.at(o, qs_at), i8x16)
+        low, high = b.and_(packed, _const(i8x16, 15)), b.lshr(packed, _const(i8x16, 4))
+        codes = b.shuffle_vector(low, high, ir.Constant(ir.VectorType(I32, 32), list(range(32))))
+        if qh_at is not None:
+            bits = b.bitcast(blk.load_i32(1, blk.at(o, qh_at)), ir.VectorType(ir.IntType(1), 32))
+            codes = b.or_(codes, b.select(bits, _const(I8x32, 16), _const(I8x32, 0)))
+        d_m = blk.two_halves(o)  # d and m (for Q4_0 / Q5_0: d and the first code bytes)
+        d = b.extract_element(d_m, ir.Constant(I32, 0))
+        if type_name in ("Q4_0", "Q5_0"):
+            m = b.fmul(d, ir.Constant(ir.FloatType(), -8.0 if type_name == "Q4_0" else -16.0), flags=["fast"])
+        else:
+            m = b.extract_element(d_m, ir.Constant(I32, 1))
+        return [blk.madd(b, codes, blk.load(3, x, I8x32), _const(I16x16, 1)) for x in xs], d, m
 
-        Codes: value i < 16 in the low nibble of byte i, value 16 + i in its high nibble, plus
-        bit i of qh times 16 for the 5-bit types; values d * code + m, with m = -8d (Q4_0),
-        -16d (Q5_0) or the block's own (Q4_1, Q5_1). acc[0:8] += d * dx * (codes . q8) and
-        acc[8] += m * sx, where sx is the activation block's sum (dx times its int8 sum).
-        """
+    return terms
+
+
+def _dot32(terms, portable: bool):
+    @intrinsic
+    def dot32(typingctx, acc, row, o, q8, x_at, x_stride, d32, s32):
+        """Decode: one 32-value block at row[o] against the activation block at q8[x_at] (its
+        scale d32 and sum s32 at x_at // 32): acc[0:8] += the scaled products, acc[8] += m * sx."""
 
         def codegen(context, builder, signature, args):
             blk, b = _Block(context, builder, signature, args, portable), builder
-            i8x16 = ir.VectorType(I8, 16)
-            packed = blk.load(1, blk.at(args[2], qs_at), i8x16)
-            low, high = b.and_(packed, _const(i8x16, 15)), b.lshr(packed, _const(i8x16, 4))
-            codes = b.shuffle_vector(low, high, ir.Constant(ir.VectorType(I32, 32), list(range(32))))
-            if qh_at is not None:
-                bits = b.bitcast(blk.load_i32(1, blk.at(args[2], qh_at)), ir.VectorType(ir.IntType(1), 32))
-                codes = b.or_(codes, b.select(bits, _const(I8x32, 16), _const(I8x32, 0)))
-            x = blk.load(3, args[4], I8x32)
-            d_m = blk.two_halves(args[2])  # d and m (for Q4_0 / Q5_0: d and the first code bytes)
-            d = b.extract_element(d_m, ir.Constant(I32, 0))
-            if type_name in ("Q4_0", "Q5_0"):
-                m = b.fmul(d, ir.Constant(ir.FloatType(), -8.0 if type_name == "Q4_0" else -16.0), flags=["fast"])
-            else:
-                m = b.extract_element(d_m, ir.Constant(I32, 1))
-            blk.add_to_acc(0, blk.madd(b, codes, x, _const(I16x16, 1)), b.fmul(d, args[5], flags=["fast"]))
-            lane8 = vector_at(context, b, signature.args[0], args[0], 8, ir.FloatType())
-            b.store(b.fadd(b.load(lane8), b.fmul(m, args[6], flags=["fast"]), flags=["fast"]), lane8)
+            (sums,), d, m = terms(blk, args[2], [args[4]])
+            blk.add_to_acc(0, sums, b.fmul(d, blk.per_block(6, args[4], 32), flags=["fast"]))
+            if m is not None:
+                lane8 = vector_at(context, b, signature.args[0], args[0], 8, ir.FloatType())
+                offset = b.fmul(m, blk.per_block(7, args[4], 32), flags=["fast"])
+                b.store(b.fadd(b.load(lane8), offset, flags=["fast"]), lane8)
             return context.get_dummy_value()
 
-        return types.none(acc, row, types.int64, q8, types.int64, types.float32, types.float32), codegen
+        return types.none(acc, row, types.int64, q8, types.int64, types.int64, d32, s32), codegen
 
-    return dot_block32
+    return dot32
+
+
+def _lane_per_token(b, sums):
+    """One int32x8 with lane t the sum of sums[t]'s 8 lanes, for 8 int32x8 vectors: the
+    horizontal adds of a transpose (vphaddd twice, then the two 128-bit halves)."""
+    def hadd(a, c):  # vphaddd: pairs of a and c side by side, within each 128-bit half
+        pick = lambda first: ir.Constant(ir.VectorType(I32, 8), [first, first + 2, first + 8, first + 10,
+                                                                  first + 4, first + 6, first + 12, first + 14])
+        return b.add(b.shuffle_vector(a, c, pick(0)), b.shuffle_vector(a, c, pick(1)))
+
+    pairs = [hadd(sums[t], sums[t + 1]) for t in range(0, 8, 2)]  # [t, t, t+1, t+1 | same]
+    quads = [hadd(pairs[0], pairs[1]), hadd(pairs[2], pairs[3])]  # [t0..t3 | t0..t3], [t4..t7 | ..]
+    halves = lambda first: ir.Constant(ir.VectorType(I32, 8), [first + i for i in range(4)] + [first + 8 + i for i in range(4)])
+    return b.add(b.shuffle_vector(quads[0], quads[1], halves(0)), b.shuffle_vector(quads[0], quads[1], halves(4)))
+
+
+def _row32(terms, block_bytes: int):
+    @intrinsic
+    def row32(typingctx, acc, row, o, q8, x_at, x_stride, d8, s8, n_blocks):
+        """Prefill: n_blocks 32-value blocks from row[o] on against 8 tokens, token t's blocks
+        from q8[x_at + t * x_stride]; their scales and sums by block, 8 tokens side by side,
+        in d8 and s8 from x_at // 32 (`QuantizedVector.d32_by_8`). acc[16t] += token t's products,
+        acc[16t + 8] += its offsets.
+
+        Every 32 values have their own float scales, so the float work is done for the 8
+        tokens at once: their integer sums reduced into one vector's lanes, then one multiply
+        by the block's 8 scales; the sums stay in registers along the row.
+        """
+
+        def codegen(context, builder, signature, args):
+            blk, b = _Block(context, builder, signature, args, False), builder
+            f32x8 = ir.VectorType(ir.FloatType(), 8)
+            products = cgutils.alloca_once_value(b, ir.Constant(f32x8, [0.0] * 8))
+            offsets = cgutils.alloca_once_value(b, ir.Constant(f32x8, [0.0] * 8))
+            scales_at = b.lshr(args[4], ir.Constant(args[4].type, 5))
+            with cgutils.for_range(b, args[8]) as loop:
+                o = b.add(args[2], b.mul(loop.index, ir.Constant(loop.index.type, block_bytes)))
+                x0 = b.add(args[4], b.mul(loop.index, ir.Constant(loop.index.type, 32)))
+                xs = [b.add(x0, b.mul(args[5], ir.Constant(args[5].type, t))) if t else x0 for t in range(8)]
+                sums, d, m = terms(blk, o, xs)
+                at = b.add(scales_at, b.mul(loop.index, ir.Constant(loop.index.type, 8)))
+                dx = blk.load(6, at, f32x8)
+                total = b.fmul(b.sitofp(_lane_per_token(b, sums), f32x8), b.fmul(splat(b, d, f32x8), dx, flags=["fast"]),
+                               flags=["fast"])
+                b.store(b.fadd(b.load(products), total, flags=["fast"]), products)
+                if m is not None:
+                    offset = b.fmul(splat(b, m, f32x8), blk.load(7, at, f32x8), flags=["fast"])
+                    b.store(b.fadd(b.load(offsets), offset, flags=["fast"]), offsets)
+            products, offsets = b.load(products), b.load(offsets)
+            for t in range(8):
+                for lane, vector in ((16 * t, products), (16 * t + 8, offsets)):
+                    p = vector_at(context, b, signature.args[0], args[0], lane, ir.FloatType())
+                    b.store(b.fadd(b.load(p), b.extract_element(vector, ir.Constant(I32, t)), flags=["fast"]), p)
+            return context.get_dummy_value()
+
+        return types.none(acc, row, types.int64, q8, types.int64, types.int64, d8, s8, types.int64), codegen
+
+    return row32
 
 
 def _dot_float(kind: str, portable: bool):
@@ -397,16 +486,31 @@ def _dot_float(kind: str, portable: bool):
     return dot_float
 
 
-dot_q4_k, dot_q4_k_portable = _dot_k4(False, False), _dot_k4(False, True)
-dot_q5_k, dot_q5_k_portable = _dot_k4(True, False), _dot_k4(True, True)
-dot_q6_k, dot_q6_k_portable = _dot_q6_k(False), _dot_q6_k(True)
-dot_q8_0, dot_q8_0_portable = _dot_q8_0(False), _dot_q8_0(True)
-dot_q4_0, dot_q4_0_portable = _dot_block32("Q4_0", False), _dot_block32("Q4_0", True)
-dot_q4_1, dot_q4_1_portable = _dot_block32("Q4_1", False), _dot_block32("Q4_1", True)
-dot_q5_0, dot_q5_0_portable = _dot_block32("Q5_0", False), _dot_block32("Q5_0", True)
-dot_q5_1, dot_q5_1_portable = _dot_block32("Q5_1", False), _dot_block32("Q5_1", True)
+PREFILL_TOKENS = 8  # the activation blocks each prefill intrinsic takes per weight block
+
+
+def _forms(make, *args):
+    """A k-quant's decode intrinsic (target and portable forms) and its prefill one, for
+    PREFILL_TOKENS tokens (pinned to the decode forms through the matmul tests)."""
+    return make(*args, False), make(*args, True), make(*args, False, PREFILL_TOKENS)
+
+
+def _forms32(terms, block_bytes: int):
+    """A 32-value type's decode intrinsic (target and portable forms) and its prefill row."""
+    assert PREFILL_TOKENS == 8  # _lane_per_token's reduction
+    return _dot32(terms, False), _dot32(terms, True), _row32(terms, block_bytes)
+
+
+dot_q4_k, dot_q4_k_portable, dot_q4_k_x8 = _forms(_dot_k4, False)
+dot_q5_k, dot_q5_k_portable, dot_q5_k_x8 = _forms(_dot_k4, True)
+dot_q6_k, dot_q6_k_portable, dot_q6_k_x8 = _forms(_dot_q6_k)
+dot_q2_k, dot_q2_k_portable, dot_q2_k_x8 = _forms(_dot_low_k, "Q2_K")
+dot_q3_k, dot_q3_k_portable, dot_q3_k_x8 = _forms(_dot_low_k, "Q3_K")
+dot_q8_0, dot_q8_0_portable, row_q8_0_x8 = _forms32(_q8_0_terms, 34)
+dot_q4_0, dot_q4_0_portable, row_q4_0_x8 = _forms32(_block32_terms("Q4_0"), 18)
+dot_q4_1, dot_q4_1_portable, row_q4_1_x8 = _forms32(_block32_terms("Q4_1"), 20)
+dot_q5_0, dot_q5_0_portable, row_q5_0_x8 = _forms32(_block32_terms("Q5_0"), 22)
+dot_q5_1, dot_q5_1_portable, row_q5_1_x8 = _forms32(_block32_terms("Q5_1"), 24)
 dot_f32, dot_f32_portable = _dot_float("F32", False), _dot_float("F32", True)
 dot_f16, dot_f16_portable = _dot_float("F16", False), _dot_float("F16", True)
 dot_bf16, dot_bf16_portable = _dot_float("BF16", False), _dot_float("BF16", True)
-dot_q2_k, dot_q2_k_portable = _dot_low_k("Q2_K", False), _dot_low_k("Q2_K", True)
-dot_q3_k, dot_q3_k_portable = _dot_low_k("Q3_K", False), _dot_low_k("Q3_K", True)
