@@ -6,13 +6,13 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from nanosmol.chat import THINK_CLOSE, ChatPiece, ThinkingSplitter, opens_thinking, render_chat
+from nanosmol.chat import THINK_CLOSE, ChatPiece, ChatTemplateError, ThinkingSplitter, opens_thinking, render_chat
 from nanosmol.config import ConfigError, ModelConfig, tensor_problems
-from nanosmol.generate import GenerationStats, generate_tokens, stream_text
+from nanosmol.generate import GenerationStats, StopScanner, generate_tokens, stream_text
 from nanosmol.gguf_file import GGUFFile
 from nanosmol.sampling import Sampler, SamplingParams
 from nanosmol.tokenizer import Tokenizer
@@ -54,6 +54,7 @@ class Model:
         self.load_timings = timings  # seconds: metadata parse, tokenizer build, weights and kernels
         self.n_ctx = n_ctx
         self._cached_ids: list[int] = []  # the tokens the KV cache holds, in order
+        self._n_prefilled = 0  # how many of them a prompt's prefill computed (the rest: decode steps)
         self.chat_template: str | None = self.gguf.metadata.get("tokenizer.chat_template")  # None: ChatML
         self.last_stats = GenerationStats()  # of the last generate() or chat()
 
@@ -76,54 +77,84 @@ class Model:
         self._check_ids(ids)
         self.reset()
         logits = self.transformer.forward(np.asarray(ids, np.int64), all_logits=True)
-        self._cached_ids = list(ids)
+        self._cached_ids, self._n_prefilled = list(ids), len(ids)
         return logits
 
     # -- generation -----------------------------------------------------------------
     def generate(self, prompt: str | Sequence[int], max_tokens: int = 256, temperature: float = 0.8,
                  top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05, repeat_penalty: float = 1.0,
                  repeat_last_n: int = 64, seed: int | None = None, stop: Sequence[str] = (),
-                 special: bool = False) -> Iterator[str]:
-        """Continue the prompt as is (no chat template), streaming text pieces."""
+                 special: bool = False, should_stop: Callable[[], bool] | None = None) -> Iterator[str]:
+        """Continue the prompt as is (no chat template), streaming text pieces.
+
+        should_stop() is asked before each forward pass: returning True (say, another thread's
+        `event.is_set`) ends the generation within one step, with last_stats.stop_reason "cancelled".
+        """
         ids = self.tokenize(prompt, special=special) if isinstance(prompt, str) else list(prompt)
         if not ids:
             raise ValueError("the prompt is empty: give at least one token")
         self._check_ids(ids)
         params = SamplingParams(temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n, seed)
         self.reset()
+        self._n_prefilled = len(ids)
         self.last_stats = stats = GenerationStats()
-        tokens = generate_tokens(self._feed, ids, Sampler(params), max_tokens, self.tokenizer.eog_ids, stats)
+        tokens = generate_tokens(self._feed, ids, Sampler(params), max_tokens, self.tokenizer.eog_ids, stats,
+                                 should_stop=should_stop)
         return stream_text(tokens, self.tokenizer.stream_decoder(), list(stop), stats)
 
     def chat(self, messages: Sequence[dict], think: bool | None = None, think_budget: int | None = None,
-             max_tokens: int = 1024, **sampling) -> Iterator[ChatPiece]:
+             max_tokens: int = 1024, stop: Sequence[str] = (), should_stop: Callable[[], bool] | None = None,
+             **sampling) -> Iterator[ChatPiece]:
         """Answer the conversation, streaming ChatPiece(kind, text): kind is "thinking" or "answer".
 
         The KV cache keeps what an earlier call already processed: only the new part of the
-        conversation is prefilled. think=None leaves the template's default; think_budget
-        ends the reasoning after that many tokens by inserting </think>.
+        conversation is prefilled (last_stats.cached_tokens says how much was reused).
+        think=None leaves the template's default; think_budget ends the reasoning after that
+        many tokens by inserting </think>. The answer ends where a `stop` string appears;
+        should_stop() works as in generate().
         """
-        extra = {} if think is None else {"enable_thinking": think}
-        prompt = self.chat_prompt(messages, **extra)
+        prompt = self.chat_prompt(messages, **({} if think is None else {"enable_thinking": think}))
         ids = self.tokenize(prompt, special=True)
         self._check_ids(ids)
+        sampler = Sampler(SamplingParams(**sampling))  # bad values raise here, before the cache changes
         todo = self._reuse_cache(ids)
-        self.last_stats = stats = GenerationStats()
+        self._n_prefilled = len(ids)
+        self.last_stats = stats = GenerationStats(cached_tokens=len(ids) - len(todo))
         forced: list[int] = []
-        sampler = Sampler(SamplingParams(**sampling))
         tokens = generate_tokens(self._feed, todo, sampler, max_tokens, self.tokenizer.eog_ids, stats,
-                                 history=list(ids), forced=forced)
-        decoder, splitter = self.tokenizer.stream_decoder(), ThinkingSplitter(opens_thinking(prompt))
+                                 history=list(ids), forced=forced, should_stop=should_stop)
+        try:
+            yield from self._chat_pieces(tokens, opens_thinking(prompt), think_budget, forced, stop, stats)
+        finally:
+            tokens.close()  # also when the consumer stops early: no step runs after that
+
+    def _chat_pieces(self, tokens, thinking: bool, think_budget, forced: list[int], stop, stats):
+        """Tokens to thinking and answer pieces; closes the thought at the budget; ends at a stop string."""
+        decoder, splitter, scanner = self.tokenizer.stream_decoder(), ThinkingSplitter(thinking), StopScanner(stop)
         close_thought = self.tokenize("\n" + THINK_CLOSE + "\n", special=True)
         thinking_tokens = 0
+
+        def pieces(text: str, final: bool = False):
+            for piece in splitter.feed(text) + (splitter.flush() if final else []):
+                if piece.kind == "thinking":  # stop strings apply to the answer
+                    yield piece
+                elif answer := scanner.feed(piece.text):
+                    yield ChatPiece("answer", answer)
+            if final and (rest := scanner.flush()):
+                yield ChatPiece("answer", rest)
+
         for token in tokens:
-            yield from splitter.feed(decoder.push(token))
+            yield from pieces(decoder.push(token))
+            if scanner.hit:
+                stats.stop_reason = "stop"
+                return
             if splitter.kind == "thinking":
                 thinking_tokens += 1
                 if think_budget is not None and thinking_tokens >= think_budget and not forced:
                     forced.extend(close_thought)
-        yield from splitter.feed(decoder.flush())
-        yield from splitter.flush()
+        yield from pieces(decoder.flush(), final=True)
+        if scanner.hit:
+            stats.stop_reason = "stop"
 
     # -- the KV cache -----------------------------------------------------------------
     def _feed(self, ids: np.ndarray) -> np.ndarray:
@@ -135,19 +166,26 @@ class Model:
         """Forget what the KV cache holds: the next call prefills its whole prompt."""
         self.transformer.cache.reset()
         self._cached_ids = []
+        self._n_prefilled = 0
 
     def _reuse_cache(self, ids: list[int]) -> list[int]:
-        """Keep the cached prefix that ids share; return the ids still to feed (at least one)."""
+        """Keep the cached prefix that ids share; return the ids still to feed.
+
+        A greedy answer must not depend on whether the cache was hit, so only what a prefill
+        computed is reused, and at least two tokens are fed (a batch, so prefill again): decode's
+        int8 path gives keys, values and logits ~1% off prefill's float ones, enough to flip a
+        near-tie. A continuing conversation therefore prefills the last answer with its new turn.
+        """
         cache = self.transformer.cache
         if cache.n_seen > cache.n_ctx:  # the ring has wrapped: the cache no longer holds a prefix
             self.reset()
             return ids
         shared = 0
-        for a, b in zip(self._cached_ids, ids):
+        for a, b in zip(self._cached_ids[: self._n_prefilled], ids):
             if a != b:
                 break
             shared += 1
-        shared = min(shared, len(ids) - 1)  # feed at least one token, for its logits
+        shared = max(0, min(shared, len(ids) - 2))
         cache.truncate(shared)
         del self._cached_ids[shared:]
         return ids[shared:]

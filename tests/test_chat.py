@@ -149,3 +149,42 @@ def test_scripted_chat_through_a_pipe(default_model_path):
     stats = [l for l in lines if l.startswith("(context")]
     prefilled = [int(l.split("prefilled ")[1].split()[0]) for l in stats]
     assert len(prefilled) == 2 and prefilled[1] < prefilled[0]  # the second turn prefills only itself
+
+
+def test_chat_stop_string_ends_the_answer(micro):
+    micro.chat_template = None
+    question = [{"role": "user", "content": "say something"}]
+    full = "".join(p.text for p in micro.chat(question, max_tokens=24, temperature=0.0))
+    assert len(full) > 8, full
+    stop = full[4:7]
+    cut = "".join(p.text for p in micro.chat(question, max_tokens=24, temperature=0.0, stop=[stop]))
+    assert cut == full[: full.index(stop)]
+    assert micro.last_stats.stop_reason == "stop"
+
+
+def test_should_stop_ends_the_generation_within_a_step(micro):
+    micro.chat_template = None
+    seen = []
+    pieces = micro.chat([{"role": "user", "content": "go"}], max_tokens=200, temperature=0.8, seed=3, min_p=0.0,
+                        should_stop=lambda: len(seen) >= 3)
+    for piece in pieces:
+        seen.append(piece)
+    assert micro.last_stats.stop_reason == "cancelled"
+    assert micro.last_stats.generated_tokens <= 4
+
+
+def test_greedy_answer_does_not_depend_on_a_cache_hit(default_model_path):
+    model = nanosmol.load(default_model_path, n_ctx=1024)
+    messages = [{"role": "user", "content": "Name three fruits."}]
+    first = "".join(p.text for p in model.chat(messages, max_tokens=40, temperature=0.0)).strip()
+    messages += [{"role": "assistant", "content": first}, {"role": "user", "content": "And three vegetables?"}]
+    continued = "".join(p.text for p in model.chat(messages, max_tokens=40, temperature=0.0))
+    cached = model.last_stats.cached_tokens
+    assert cached > 20 and model.last_stats.prompt_tokens + cached == len(
+        model.tokenize(model.chat_prompt(messages), special=True))
+    again = "".join(p.text for p in model.chat(messages, max_tokens=40, temperature=0.0))
+    assert model.last_stats.prompt_tokens == 2  # the same prompt: all but a two-token batch reused
+    model.reset()
+    fresh = "".join(p.text for p in model.chat(messages, max_tokens=40, temperature=0.0))
+    assert model.last_stats.cached_tokens == 0
+    assert continued == again == fresh
