@@ -172,10 +172,13 @@ class Model:
         """Keep the cached prefix that ids share; return the ids still to feed.
 
         A greedy answer must not depend on whether the cache was hit, so only what a prefill
-        computed is reused, and at least two tokens are fed (a batch, so prefill again): decode's
-        int8 path gives keys, values and logits ~1% off prefill's float ones, enough to flip a
-        near-tie. A continuing conversation therefore prefills the last answer with its new turn.
+        computed is reused, and the rest goes in as a batch big enough for prefill's float
+        path: decode (and batches up to SMALL_BATCH) multiply int8-quantized activations,
+        whose keys, values and logits are ~1% off, enough to flip a near-tie. A continuing
+        conversation therefore prefills the last answer together with the new turn.
         """
+        from nanosmol.quants import SMALL_BATCH
+
         cache = self.transformer.cache
         if cache.n_seen > cache.n_ctx:  # the ring has wrapped: the cache no longer holds a prefix
             self.reset()
@@ -185,7 +188,7 @@ class Model:
             if a != b:
                 break
             shared += 1
-        shared = max(0, min(shared, len(ids) - 2))
+        shared = max(0, min(shared, len(ids) - SMALL_BATCH - 1))
         cache.truncate(shared)
         del self._cached_ids[shared:]
         return ids[shared:]

@@ -183,8 +183,17 @@ def test_greedy_answer_does_not_depend_on_a_cache_hit(default_model_path):
     assert cached > 20 and model.last_stats.prompt_tokens + cached == len(
         model.tokenize(model.chat_prompt(messages), special=True))
     again = "".join(p.text for p in model.chat(messages, max_tokens=40, temperature=0.0))
-    assert model.last_stats.prompt_tokens == 2  # the same prompt: all but a two-token batch reused
+    assert model.last_stats.prompt_tokens == 5  # the same prompt: all reused but a batch for the float path
     model.reset()
     fresh = "".join(p.text for p in model.chat(messages, max_tokens=40, temperature=0.0))
     assert model.last_stats.cached_tokens == 0
     assert continued == again == fresh
+
+
+def test_greedy_answer_to_a_repeated_question_is_the_same(default_model_path):
+    # Feeding the last two prompt tokens alone (a batch on the int8 path) answered "L'Étoile...".
+    model = nanosmol.load(default_model_path, n_ctx=512)
+    question = [{"role": "user", "content": "What is the capital of France?"}]
+    answers = ["".join(p.text for p in model.chat(question, max_tokens=12, temperature=0.0)) for _ in range(2)]
+    assert model.last_stats.cached_tokens > 0
+    assert answers[0] == answers[1] and "Paris" in answers[0]
