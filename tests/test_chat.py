@@ -114,7 +114,9 @@ def test_kv_cache_is_reused_across_turns(micro):
     list(session.reply("second"))
     second_prompt = micro.last_stats.prompt_tokens
     full = len(micro.tokenize(micro.chat_prompt(session.messages[:-1]), special=True))
-    assert second_prompt < full / 2 and second_prompt < first_prompt + 12
+    # Reused in whole blocks of 32 (see Model._reuse_cache): all but the last block and the new turn.
+    assert micro.last_stats.cached_tokens >= 32 and second_prompt + micro.last_stats.cached_tokens == full
+    assert second_prompt < first_prompt + 12
     # Same answer as a model that prefills the whole conversation from scratch.
     fresh = nanosmol.load(MICRO / "micro-smollm3-Q8_0.gguf", n_ctx=512)
     answer = "".join(p.text for p in fresh.chat(session.messages[:-1], max_tokens=6, temperature=0.0))
@@ -173,19 +175,24 @@ def test_should_stop_ends_the_generation_within_a_step(micro):
     assert micro.last_stats.generated_tokens <= 4
 
 
-def test_greedy_answer_does_not_depend_on_a_cache_hit(default_model_path):
+def test_sampled_answer_does_not_depend_on_a_cache_hit(default_model_path):
+    # Decode multiplies int8-quantized activations: a 1e-5 difference in the cached keys
+    # (another prefill batch size) moved logits by ~0.6 and changed what was sampled.
     model = nanosmol.load(default_model_path, n_ctx=1024)
-    messages = [{"role": "user", "content": "Name three fruits."}]
-    first = "".join(p.text for p in model.chat(messages, max_tokens=40, temperature=0.0)).strip()
-    messages += [{"role": "assistant", "content": first}, {"role": "user", "content": "And three vegetables?"}]
-    continued = "".join(p.text for p in model.chat(messages, max_tokens=40, temperature=0.0))
+    sampling = dict(max_tokens=30, temperature=1.2, top_p=0.9, top_k=50, min_p=0.01, repeat_penalty=1.1, seed=7)
+    messages = [{"role": "system", "content": "You write short poems about the sea, the wind, the waves, "
+                                              "the boats and the people who sail them, in plain words."},
+                {"role": "user", "content": "Write a poem."}]
+    first = "".join(p.text for p in model.chat(messages, **sampling)).strip()
+    messages += [{"role": "assistant", "content": first}, {"role": "user", "content": "Another, please."}]
+    continued = "".join(p.text for p in model.chat(messages, **sampling))
     cached = model.last_stats.cached_tokens
-    assert cached > 20 and model.last_stats.prompt_tokens + cached == len(
+    assert cached >= 32 and model.last_stats.prompt_tokens + cached == len(
         model.tokenize(model.chat_prompt(messages), special=True))
-    again = "".join(p.text for p in model.chat(messages, max_tokens=40, temperature=0.0))
-    assert model.last_stats.prompt_tokens == 5  # the same prompt: all reused but a batch for the float path
+    again = "".join(p.text for p in model.chat(messages, **sampling))
+    assert model.last_stats.prompt_tokens <= 32  # the same prompt: all reused but its last block
     model.reset()
-    fresh = "".join(p.text for p in model.chat(messages, max_tokens=40, temperature=0.0))
+    fresh = "".join(p.text for p in model.chat(messages, **sampling))
     assert model.last_stats.cached_tokens == 0
     assert continued == again == fresh
 
