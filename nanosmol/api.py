@@ -63,7 +63,7 @@ class Model:
         timings["tokenizer"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        set_threads(n_threads)
+        self.n_threads = set_threads(n_threads)
         announce_compilation()
         from nanosmol.model import Transformer  # imports the jitted kernels
 
@@ -93,6 +93,7 @@ class Model:
     def logits(self, ids: Sequence[int]) -> np.ndarray:
         """float32 logits [len(ids), vocab] for every position, from an empty cache."""
         self._check_ids(ids)
+        self._on_this_thread()
         self.reset()
         logits = self.transformer.forward(np.asarray(ids, np.int64), all_logits=True)
         self._cached_ids = list(ids)
@@ -113,6 +114,7 @@ class Model:
             raise ValueError("the prompt is empty: give at least one token")
         self._check_ids(ids)
         params = SamplingParams(temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n, seed)
+        self._on_this_thread()
         self.reset()
         self.last_stats = stats = GenerationStats()
         tokens = generate_tokens(self._feed, ids, Sampler(params), max_tokens, self.tokenizer.eog_ids, stats,
@@ -134,6 +136,7 @@ class Model:
         ids = self.tokenize(prompt, special=True)
         self._check_ids(ids)
         sampler = Sampler(SamplingParams(**sampling))  # bad values raise here, before the cache changes
+        self._on_this_thread()
         todo = self._reuse_cache(ids)
         self._n_prefilled = len(ids)
         self.last_stats = stats = GenerationStats(cached_tokens=len(ids) - len(todo))
@@ -172,6 +175,12 @@ class Model:
         yield from pieces(decoder.flush(), final=True)
         if scanner.hit:
             stats.stop_reason = "stop"
+
+    def _on_this_thread(self) -> None:
+        import numba
+
+        if numba.get_num_threads() != self.n_threads:
+            numba.set_num_threads(self.n_threads)
 
     # -- the KV cache -----------------------------------------------------------------
     def _feed(self, ids: np.ndarray) -> np.ndarray:
@@ -230,8 +239,12 @@ class Model:
             raise ValueError(f"token id {bad[0]} is outside the vocabulary (0..{vocab - 1})")
 
 
-def set_threads(n_threads: int | None) -> None:
-    """Threads for nanosmol's kernels; None: one per physical core."""
+def set_threads(n_threads: int | None) -> int:
+    """Threads for nanosmol's kernels, on the calling thread; None: one per physical core.
+
+    Numba keeps the count per thread: a Model used from another thread (a server's worker)
+    sets it again there (Model._on_this_thread), or that thread would use Numba's default.
+    """
     import numba
 
     from nanosmol.workers import physical_cores
@@ -240,6 +253,7 @@ def set_threads(n_threads: int | None) -> None:
     if not 1 <= n <= numba.config.NUMBA_NUM_THREADS:
         raise ValueError(f"threads must be within 1..{numba.config.NUMBA_NUM_THREADS}")
     numba.set_num_threads(n)
+    return n
 
 
 def announce_compilation() -> None:

@@ -204,3 +204,22 @@ def test_greedy_answer_to_a_repeated_question_is_the_same(default_model_path):
     answers = ["".join(p.text for p in model.chat(question, max_tokens=12, temperature=0.0)) for _ in range(2)]
     assert model.last_stats.cached_tokens > 0
     assert answers[0] == answers[1] and "Paris" in answers[0]
+
+
+def test_threads_setting_holds_on_other_threads():
+    import threading
+
+    import numba
+
+    model = nanosmol.load(MICRO / "micro-llama-Q8_0.gguf", n_ctx=64, n_threads=1)
+    seen = []
+
+    def generate():
+        seen.append(numba.get_num_threads())  # Numba's default on a new thread: all of them
+        list(model.generate("ab", max_tokens=2, temperature=0.0))
+        seen.append(numba.get_num_threads())
+
+    worker = threading.Thread(target=generate)
+    worker.start()
+    worker.join()
+    assert seen == [numba.config.NUMBA_NUM_THREADS, 1]
