@@ -44,7 +44,7 @@ def smollm3(tmp_path_factory):
     template = folder / "template.jinja"
     template.write_text(THINKING_TEMPLATE)
     server = ServerProcess(["-m", str(MICRO / "micro-smollm3-Q8_0.gguf"), "-c", "512", "--think-budget", "6",
-                            "--chat-template-file", str(template)], folder / "server.log",
+                            "--chat-template-file", str(template), "--cors", "http://app.example"], folder / "server.log",
                            env={"NANOSMOL_API_KEY": KEY})
     yield server
     server.stop()
@@ -311,3 +311,21 @@ def test_serve_without_the_extra_says_what_to_install():
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip() == "error: serve: the server needs the package 'uvicorn': pip install 'nanosmol[serve]'"
+
+
+def test_cors_only_for_the_origin_given(smollm2, smollm3):
+    preflight = {"Origin": "http://app.example", "Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "authorization, content-type"}
+    _, _, headers = request(smollm3, "OPTIONS", CHAT, headers=preflight)
+    assert headers.get("access-control-allow-origin") == "http://app.example"
+    _, _, headers = request(smollm3, "OPTIONS", CHAT, headers={**preflight, "Origin": "http://evil.example"})
+    assert "access-control-allow-origin" not in headers
+    _, _, headers = request(smollm2, "GET", "/health", headers={"Origin": "http://app.example"})
+    assert "access-control-allow-origin" not in headers  # no --cors: no cross-origin access
+
+
+def test_the_page_and_its_files_are_served(smollm2):
+    status, html, headers = request(smollm2, "GET", "/")
+    assert status == 200 and headers["content-type"].startswith("text/html") and "/static/app.js" in html
+    assert "http" not in html.replace("http-equiv", "")  # nothing from elsewhere: works offline
+    assert request(smollm2, "GET", "/static/app.js")[0] == 200
