@@ -179,20 +179,29 @@ def test_full_queue_answers_503_with_retry_after(smollm2):
     assert chat(smollm2, messages=FRANCE, max_tokens=2).choices[0].finish_reason == "length"
 
 
-def test_fifo_order(smollm2):
+def test_fifo_order(smollm3):
+    auth = {"Authorization": f"Bearer {KEY}"}
+    long = {"messages": [{"role": "user", "content": "go"}], "max_tokens": 480, "stream": True, **RANDOM_MODEL_SAMPLING}
+    running = open_stream(smollm3, CHAT, long, headers=auth)
+    read_events(running[1], 1)
     done = []
 
-    def ask(i):
-        chat(smollm2, messages=[{"role": "user", "content": f"Count to {i}."}], max_tokens=8, temperature=0)
-        done.append(i)
+    def ask(name):
+        request(smollm3, "POST", CHAT, {"messages": [{"role": "user", "content": name}], "max_tokens": 4}, headers=auth)
+        done.append(name)
 
-    first = threading.Thread(target=ask, args=(1,))
-    first.start()
-    time.sleep(0.05)
-    second = threading.Thread(target=ask, args=(2,))
-    second.start()
-    first.join(), second.join()
-    assert done == [1, 2]
+    threads = []
+    for n, name in enumerate(["first", "second", "third"], start=1):
+        threads.append(threading.Thread(target=ask, args=(name,)))
+        threads[-1].start()
+        deadline = time.monotonic() + 10
+        while smollm3.health()["queue"]["waiting"] < n and time.monotonic() < deadline:
+            time.sleep(0.005)
+    assert smollm3.health()["queue"]["waiting"] == 3
+    running[0].sock.close()
+    for t in threads:
+        t.join()
+    assert done == ["first", "second", "third"]
 
 
 # -- errors --------------------------------------------------------------------------------------

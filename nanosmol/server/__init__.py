@@ -26,4 +26,10 @@ def serve(model, host: str = "127.0.0.1", port: int = 8080, **settings) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
     app = create_app(model, Settings(**settings))
-    uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=3)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame):
+            app.state.server.queue.close()  # generations end now: their streams close within the grace period
+            super().handle_exit(sig, frame)
+
+    Server(uvicorn.Config(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=3)).run()

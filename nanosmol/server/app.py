@@ -42,6 +42,7 @@ class Settings:
     max_queue: int = 16  # requests waiting for the model (beyond the one it runs)
     think_budget: int | None = None  # default thinking budget, in tokens
     max_body_bytes: int = 1 << 20
+    worker_thread: bool = True  # False: the caller runs app.state.server.queue.work_forever() itself
 
 
 class Server:
@@ -307,6 +308,8 @@ def create_app(model, settings: Settings | None = None) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
+        if settings.worker_thread:
+            server.queue.start_worker_thread()
         yield
         server.queue.close()  # cancels what still runs or waits
 
