@@ -55,7 +55,7 @@ def run_bench(model: Model, prompt_lengths, gen_lengths, thread_counts, repetiti
     """Yield one BenchRecord per (threads, test); the first repetition of each is a warm-up."""
     size = model.gguf.file_size
     for threads in thread_counts:
-        set_threads(threads)
+        model.n_threads = set_threads(threads)  # the model keeps it on whichever thread runs it
         tests = [(f"pp{n}", time_prefill, n) for n in prompt_lengths]
         tests += [(f"tg{n}", time_decode, n) for n in gen_lengths]
         for name, timer, n in tests:

@@ -326,3 +326,35 @@ def print_reply(pieces, styled: bool, hide_thinking: bool) -> None:
         last_kind = piece.kind
     sys.stdout.write("\n")
     sys.stdout.flush()
+
+
+@main.command()
+@click.option("-m", "--model", "model_path", type=click.Path(dir_okay=False),
+              help="GGUF file (default: SmolLM2-135M-Instruct Q4_1, fetched on first use).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+@click.option("-c", "--ctx", "n_ctx", type=click.IntRange(min=8), default=4096, show_default=True,
+              help="Context size in tokens (KV cache slots).")
+@click.option("-t", "--threads", "n_threads", type=click.IntRange(min=1), help="Threads (default: one per physical core).")
+@click.option("--api-key", envvar="NANOSMOL_API_KEY", help="Require 'Authorization: Bearer KEY' (env NANOSMOL_API_KEY).")
+@click.option("--cors", "cors_origin", metavar="ORIGIN", help="Allow this browser origin to call the API (CORS).")
+@click.option("--max-queue", type=click.IntRange(min=0), default=16, show_default=True,
+              help="Requests that may wait for the model; beyond that the answer is 503 with Retry-After.")
+@click.option("--think-budget", type=click.IntRange(min=0), help="Default bound on SmolLM3's thinking, in tokens.")
+@click.option("--chat-template-file", type=click.File("r", encoding="utf-8"),
+              help="Use this Jinja chat template instead of the file's.")
+def serve(model_path, host, port, n_ctx, n_threads, api_key, cors_origin, max_queue, think_budget, chat_template_file):
+    """Serve the model over HTTP: OpenAI's API (/v1/...) and a web chat at /."""
+    from nanosmol.server import missing_dependency
+
+    missing = missing_dependency()
+    if missing:
+        fail("serve", f"the server needs the package '{missing}': pip install 'nanosmol[serve]'")
+    model = load_model(model_path, n_ctx, n_threads)
+    if chat_template_file is not None:
+        model.chat_template = chat_template_file.read()
+    from nanosmol.server import serve as run_server
+
+    click.echo(f"nanosmol serve: {model.path.name} on http://{host}:{port}/ (API at /v1)", err=True)
+    run_server(model, host=host, port=port, api_key=api_key or None, cors_origin=cors_origin, max_queue=max_queue,
+               think_budget=think_budget)

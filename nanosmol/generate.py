@@ -18,7 +18,8 @@ class GenerationStats:
     decode_steps: int = 0
     prefill_seconds: float = 0.0
     decode_seconds: float = 0.0
-    stop_reason: str = ""  # "eog", "stop", "length"
+    cached_tokens: int = 0  # prompt tokens the KV cache already held: not prefilled, not in prompt_tokens
+    stop_reason: str = ""  # "eog", "stop", "length", "cancelled"
     tokens: list[int] = field(default_factory=list)
 
     @property
@@ -39,12 +40,15 @@ def generate_tokens(
     stats: GenerationStats,
     history: list[int] | None = None,
     forced: list[int] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> Iterator[int]:
     """Yield sampled token ids. `forward(ids)` feeds ids after the cached ones, returns last logits.
 
     Tokens the consumer puts into `forced` while a token is out are fed and yielded next,
-    in place of sampling (how a thinking budget closes the thought).
+    in place of sampling (how a thinking budget closes the thought). `should_stop()` is asked
+    before every forward pass, so another thread can end a generation within one step.
     """
+    cancelled = should_stop or (lambda: False)
     forced = [] if forced is None else forced
     eog = frozenset(eog_ids)
     history = list(prompt_ids) if history is None else history
@@ -56,6 +60,9 @@ def generate_tokens(
         return token
 
     stats.prompt_tokens = len(prompt_ids)
+    if cancelled():
+        stats.stop_reason = "cancelled"
+        return
     start = time.perf_counter()
     logits = forward(np.asarray(prompt_ids, np.int64))
     stats.prefill_seconds = time.perf_counter() - start
@@ -73,6 +80,9 @@ def generate_tokens(
             yield fed[-1]
         if stats.generated_tokens >= max_tokens:
             break
+        if cancelled():
+            stats.stop_reason = "cancelled"
+            break
         logits = forward(np.array(fed, np.int64))
         stats.decode_steps += 1
         stats.decode_seconds = time.perf_counter() - start
@@ -80,27 +90,52 @@ def generate_tokens(
 
 def stream_text(token_ids: Iterable[int], decoder, stop: list[str], stats: GenerationStats) -> Iterator[str]:
     """Text pieces of the tokens, holding back what could begin a stop string; ends at a stop string."""
-    pending = ""
+    scanner = StopScanner(stop)
     for token in token_ids:
-        pending += decoder.push(token)
-        hit = _find_stop(pending, stop)
-        if hit is not None:
-            if pending[:hit]:
-                yield pending[:hit]
-            stats.stop_reason = "stop"
-            return
-        keep = _longest_stop_prefix(pending, stop)
-        ready = pending[: len(pending) - keep]
+        ready = scanner.feed(decoder.push(token))
         if ready:
             yield ready
-        pending = pending[len(ready):]
-    pending += decoder.flush()
-    hit = _find_stop(pending, stop)
-    if hit is not None:
-        pending = pending[:hit]
+        if scanner.hit:
+            stats.stop_reason = "stop"
+            return
+    rest = scanner.feed(decoder.flush())
+    if scanner.hit:
         stats.stop_reason = "stop"
-    if pending:
-        yield pending
+    else:
+        rest += scanner.flush()
+    if rest:
+        yield rest
+
+
+class StopScanner:
+    """Streams text on, holding back any tail that could begin a stop string.
+
+    feed() returns the text that is safe to show; once a stop string appears it returns the
+    text before it, sets `hit`, and swallows everything after.
+    """
+
+    def __init__(self, stop):
+        self.stop = [s for s in stop if s]
+        self.pending = ""
+        self.hit = False
+
+    def feed(self, text: str) -> str:
+        if self.hit:
+            return ""
+        self.pending += text
+        at = _find_stop(self.pending, self.stop)
+        if at is not None:
+            self.hit = True
+            ready, self.pending = self.pending[:at], ""
+            return ready
+        keep = _longest_stop_prefix(self.pending, self.stop)
+        ready = self.pending[: len(self.pending) - keep]
+        self.pending = self.pending[len(ready):]
+        return ready
+
+    def flush(self) -> str:
+        rest, self.pending = self.pending, ""
+        return "" if self.hit else rest
 
 
 def _find_stop(text: str, stop: list[str]) -> int | None:
