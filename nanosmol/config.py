@@ -62,9 +62,14 @@ class ModelConfig:
         if head_dim % 2:
             raise ConfigError(f"head dimension {head_dim} is odd: RoPE needs pairs")
         tokens = metadata.get("tokenizer.ggml.tokens")
-        vocab_size = metadata.get(f"{arch}.vocab_size") or (len(tokens) if tokens else None)
-        if not vocab_size:
+        if f"{arch}.vocab_size" in metadata:
+            vocab_size = get("vocab_size")
+        elif isinstance(tokens, list) and tokens:
+            vocab_size = len(tokens)
+        else:
             raise ConfigError("vocabulary size unknown: no vocab_size key and no token list")
+        if isinstance(tokens, list) and tokens and len(tokens) != vocab_size:
+            raise ConfigError(f"{arch}.vocab_size = {vocab_size}, but tokenizer.ggml.tokens holds {len(tokens)} tokens")
         return cls(
             arch=arch,
             n_layer=n_layer,
@@ -73,7 +78,7 @@ class ModelConfig:
             n_head_kv=n_head_kv,
             head_dim=head_dim,
             n_ff=get("feed_forward_length"),
-            vocab_size=int(vocab_size),
+            vocab_size=vocab_size,
             n_ctx_train=get("context_length", 2048),
             rope_theta=get("rope.freq_base", 10000.0, float),
             rms_eps=get("attention.layer_norm_rms_epsilon", 1e-5, float),
