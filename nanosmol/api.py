@@ -12,6 +12,7 @@ import numpy as np
 
 from nanosmol.chat import THINK_CLOSE, ChatPiece, ThinkingSplitter, opens_thinking, render_chat
 from nanosmol.config import ConfigError, ModelConfig, tensor_problems
+from nanosmol.finite import NonFiniteWeightsError, check_finite
 from nanosmol.generate import GenerationStats, generate_tokens, stream_text
 from nanosmol.gguf_file import GGUFFile
 from nanosmol.sampling import Sampler, SamplingParams
@@ -41,6 +42,10 @@ class Model:
         timings["parse"] = time.perf_counter() - start
 
         start = time.perf_counter()
+        check_finite(self.gguf, self.config.required_tensors())
+        timings["scan"] = time.perf_counter() - start
+
+        start = time.perf_counter()
         self.tokenizer = Tokenizer.from_metadata(self.gguf.metadata)
         timings["tokenizer"] = time.perf_counter() - start
 
@@ -51,7 +56,7 @@ class Model:
 
         self.transformer = Transformer(self.gguf, self.config, n_ctx=n_ctx)
         timings["weights"] = time.perf_counter() - start
-        self.load_timings = timings  # seconds: metadata parse, tokenizer build, weights and kernels
+        self.load_timings = timings  # seconds: metadata parse, NaN scan, tokenizer build, weights and kernels
         self.n_ctx = n_ctx
         self._cached_ids: list[int] = []  # the tokens the KV cache holds, in order
         self.chat_template: str | None = self.gguf.metadata.get("tokenizer.chat_template")  # None: ChatML
@@ -129,6 +134,8 @@ class Model:
     def _feed(self, ids: np.ndarray) -> np.ndarray:
         logits = self.transformer.forward(ids)
         self._cached_ids.extend(int(i) for i in ids)
+        if not np.isfinite(logits).all():  # the scan at load saw finite scales: the activations overflowed
+            raise NonFiniteWeightsError("the model computed NaN or Inf logits: its weights overflow float32")
         return logits
 
     def reset(self) -> None:
