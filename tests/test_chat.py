@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -149,3 +150,42 @@ def test_scripted_chat_through_a_pipe(default_model_path):
     stats = [l for l in lines if l.startswith("(context")]
     prefilled = [int(l.split("prefilled ")[1].split()[0]) for l in stats]
     assert len(prefilled) == 2 and prefilled[1] < prefilled[0]  # the second turn prefills only itself
+
+
+HOSTILE = [
+    ("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}", "recursion"),
+    ("{% macro f(n) %}{% if n %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}{{ f(60) }}", "too long"),
+    ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", "too long"),
+    ("{% for i in range(100000) %}{{ 'xxxxxxxx' * 100000 }}{% endfor %}", "renders more than"),
+    ("{{ 'x' * 10000000000 }}", "repeats a value"),
+    ("{{ 2 ** 100000000 }}", "power"),
+    ("{{ '%0999999999d' % 1 }}", "width"),
+    ("{{ '{:>9999999999}'.format(1) }}", "width"),
+    ("{{ '%099999999d'|format(3) }}", "width"),
+    ("{{ 'a'.ljust(9999999999) }}", "beyond"),
+    ("{{ 'a'|center(9999999999) }}", "beyond"),
+    ("{% set s = namespace(t='ab') %}{% for i in range(64) %}{% set s.t = s.t + s.t %}{% endfor %}", "builds a value"),
+    ("{{ 1 / 0 }}", "division by zero"),
+    ("{% if %}", "does not compile"),
+    ("{{ messages[0]['content'] ", "does not compile"),
+]
+
+
+@pytest.mark.parametrize("template, message", HOSTILE)
+def test_hostile_template_fails_fast_and_small(template, message):
+    """A template that recurses, loops, or builds huge values ends in a ChatTemplateError, quickly."""
+    start = time.perf_counter()
+    with pytest.raises(ChatTemplateError, match=message):
+        render_chat(template, [{"role": "user", "content": "a"}])
+    assert time.perf_counter() - start < 10
+
+
+def test_template_that_is_not_a_string():
+    with pytest.raises(ChatTemplateError, match="not a string"):
+        render_chat(7, [{"role": "user", "content": "a"}])
+
+
+def test_budget_leaves_room_for_long_conversations():
+    messages = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"turn {i}"} for i in range(400)]
+    assert smollm3(messages).count("<|im_start|>") == 402  # system + 400 turns + the generation prompt
+
