@@ -189,3 +189,17 @@ def test_budget_leaves_room_for_long_conversations():
     messages = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"turn {i}"} for i in range(400)]
     assert smollm3(messages).count("<|im_start|>") == 402  # system + 400 turns + the generation prompt
 
+
+def test_run_with_a_looping_template_is_one_line(tmp_path):
+    from gguf_fuzz import encode, seed
+
+    path = tmp_path / "looping.gguf"
+    path.write_bytes(encode(seed("micro-llama-Q8_0.gguf", HOSTILE[2][0])))
+    proc = subprocess.run([sys.executable, "-m", "nanosmol", "run", "-m", str(path), "-n", "2", "hi"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    lines = [l for l in proc.stderr.splitlines() if not l.startswith("nanosmol: compiling")]
+    assert lines == [f"error: {path}: chat template runs too long (more than 250,000 steps)"]
+    raw = subprocess.run([sys.executable, "-m", "nanosmol", "run", "-m", str(path), "--raw", "-n", "2", "hi"],
+                         capture_output=True, text=True, timeout=120)
+    assert raw.returncode == 0, raw.stderr
