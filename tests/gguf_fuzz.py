@@ -113,7 +113,10 @@ def _seed_parts(name: str) -> tuple:
 
 def seed(name: str, template: str | None = None) -> Parts:
     kvs, infos, data, alignment, arch = _seed_parts(name)
-    parts = Parts([list(kv) for kv in kvs], [list(i) for i in infos], data, alignment, arch)
+    # Copies down to the arrays and shapes, which mutations edit in place: the cached seed stays intact.
+    kvs = [[k, t, sub, list(v) if isinstance(v, list) else v] for k, t, sub, v in kvs]
+    infos = [[name, list(shape), qtype, offset] for name, shape, qtype, offset in infos]
+    parts = Parts(kvs, infos, data, alignment, arch)
     if template is not None:
         parts.kvs.append(["tokenizer.chat_template", V.STRING, None, template])
     return parts

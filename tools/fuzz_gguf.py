@@ -13,6 +13,7 @@ outcome, every violation with its case number, and the distinct error messages.
 from __future__ import annotations
 
 import argparse
+import gc
 import multiprocessing as mp
 import os
 import re
@@ -56,6 +57,7 @@ def worker(conn, memory_factor: float) -> None:
         if case is None:
             return
         conn.send((case, *run_case(case, path, memory_factor)))
+        gc.collect()  # reference cycles from the CLI's exceptions keep the last files' maps (and fds) open
 
 
 class Worker:
