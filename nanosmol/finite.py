@@ -48,11 +48,17 @@ def _any_exponent_full(bits: np.ndarray, mask: int) -> bool:
 def nonfinite_tensors(gguf, names=None) -> list[str]:
     """The tensors (of `names`, default all) whose values or block scales hold NaN or Inf."""
     names = gguf.tensors if names is None else [n for n in names if n in gguf.tensors]
-    return [n for n in names if gguf.tensors[n].type in SCANNED and has_nonfinite(gguf.tensor_data(n), gguf.tensors[n].type)]
+    tensors = gguf.tensors
+    return [n for n in names if tensors[n].type in SCANNED and has_nonfinite(gguf.tensor_data(n), tensors[n].type)]
+
+
+def nonfinite_problem(gguf, name: str) -> str:
+    where = "values" if gguf.tensors[name].type in (T.F32, T.F16, T.BF16) else "values in its block scales"
+    return f"tensor {name} holds NaN or Inf {where}"
 
 
 def check_finite(gguf, names=None) -> None:
     bad = nonfinite_tensors(gguf, names)
     if bad:
         more = f" (and {len(bad) - 1} more tensors)" if len(bad) > 1 else ""
-        raise NonFiniteWeightsError(f"tensor {bad[0]} holds NaN or Inf values in its block scales{more}")
+        raise NonFiniteWeightsError(nonfinite_problem(gguf, bad[0]) + more)

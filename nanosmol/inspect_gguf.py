@@ -7,7 +7,7 @@ from typing import Any
 
 from nanosmol.chat import ChatTemplateError, render_chat
 from nanosmol.config import ConfigError, ModelConfig, tensor_problems
-from nanosmol.finite import nonfinite_tensors
+from nanosmol.finite import nonfinite_problem, nonfinite_tensors
 from nanosmol.gguf_file import GGUFFile
 from nanosmol.quants import SUPPORTED_TYPES
 from nanosmol.tokenizer import Tokenizer, TokenizerError
@@ -129,8 +129,7 @@ def _validate(gguf: GGUFFile, config: ModelConfig | None, config_error: str | No
         problems.append(config_error)
     else:
         problems += tensor_problems(config, gguf.tensors)
-        bad = nonfinite_tensors(gguf, config.required_tensors())
-        problems += [f"tensor {name} holds NaN or Inf values in its block scales" for name in bad]
+        problems += [nonfinite_problem(gguf, name) for name in nonfinite_tensors(gguf, config.required_tensors())]
     for t in gguf.tensors.values():
         if t.type not in SUPPORTED_TYPES:
             problems.append(f"tensor {t.name} has type {t.type.name}, which this engine does not support")

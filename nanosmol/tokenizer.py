@@ -50,7 +50,8 @@ def _pre_tokenizer(pre: str):
         return pre_tokenizers.Sequence([digits, _split(GPT2_REGEX), _byte_level()]), False, False
     if pre in ("gpt2", "default"):
         return pre_tokenizers.Sequence([_split(GPT2_REGEX), _byte_level()]), False, False
-    raise TokenizerError(f"tokenizer pre-type {pre!r} (tokenizer.ggml.pre) is not supported (supported: smollm, llama-bpe, gpt2)")
+    raise TokenizerError(f"tokenizer pre-type {pre!r} (tokenizer.ggml.pre) is not supported "
+                         "(supported: smollm, llama-bpe, gpt2)")
 
 
 @lru_cache(maxsize=1)
@@ -91,14 +92,12 @@ def _merge_pairs(merges: list[str], vocab: dict[str, int]) -> list[tuple[str, st
     if (min(cuts, default=1) > 0 and all(seconds) and all(map(known, firsts)) and all(map(known, seconds))
             and all(map(known, map(operator.add, firsts, seconds)))):
         return list(zip(firsts, seconds))
-    for i, (m, c, a, b) in enumerate(zip(merges, cuts, firsts, seconds)):
-        if c < 0 or not b:
-            raise TokenizerError(f"tokenizer.ggml.merges[{i}] = {m!r} is not two tokens joined by a space")
-        for token in (a, b, a + b):
-            if token not in vocab:
-                raise TokenizerError(f"tokenizer.ggml.merges[{i}] = {m!r} names {token!r}, which is not in "
-                                     "tokenizer.ggml.tokens")
-    raise AssertionError("unreachable: some merge failed the check")
+    i, m, c, a, b = next((i, m, c, a, b) for i, (m, c, a, b) in enumerate(zip(merges, cuts, firsts, seconds))
+                         if c < 0 or not b or not (known(a) and known(b) and known(a + b)))
+    if c < 0 or not b:
+        raise TokenizerError(f"tokenizer.ggml.merges[{i}] = {m!r} is not two tokens joined by a space")
+    missing = next(token for token in (a, b, a + b) if not known(token))
+    raise TokenizerError(f"tokenizer.ggml.merges[{i}] = {m!r} names {missing!r}, which is not in tokenizer.ggml.tokens")
 
 
 def _build_bpe(vocab: dict[str, int], merges: list[str], ignore_merges: bool) -> HFTokenizer:
