@@ -12,6 +12,7 @@ import numpy as np
 
 from nanosmol.chat import THINK_CLOSE, ChatPiece, ChatTemplateError, ThinkingSplitter, opens_thinking, render_chat
 from nanosmol.config import ConfigError, ModelConfig, tensor_problems
+from nanosmol.finite import NonFiniteWeightsError, check_finite
 from nanosmol.generate import GenerationStats, StopScanner, generate_tokens, stream_text
 from nanosmol.gguf_file import GGUFFile
 from nanosmol.sampling import Sampler, SamplingParams
@@ -59,6 +60,10 @@ class Model:
         timings["parse"] = time.perf_counter() - start
 
         start = time.perf_counter()
+        check_finite(self.gguf, self.config.required_tensors())
+        timings["scan"] = time.perf_counter() - start
+
+        start = time.perf_counter()
         self.tokenizer = Tokenizer.from_metadata(self.gguf.metadata)
         timings["tokenizer"] = time.perf_counter() - start
 
@@ -69,7 +74,7 @@ class Model:
 
         self.transformer = Transformer(self.gguf, self.config, n_ctx=n_ctx)
         timings["weights"] = time.perf_counter() - start
-        self.load_timings = timings  # seconds: metadata parse, tokenizer build, weights and kernels
+        self.load_timings = timings  # seconds: metadata parse, NaN scan, tokenizer build, weights and kernels
         self.n_ctx = n_ctx
         self._cached_ids: list[int] = []  # the tokens the KV cache holds, in order
         self._n_prefilled = 0  # how many of them chat() prefilled in aligned blocks (reusable)
@@ -186,6 +191,8 @@ class Model:
     def _feed(self, ids: np.ndarray) -> np.ndarray:
         logits = self.transformer.forward(ids)
         self._cached_ids.extend(int(i) for i in ids)
+        if not np.isfinite(logits).all():  # the scan at load saw finite scales: the activations overflowed
+            raise NonFiniteWeightsError("the model computed NaN or Inf logits: its weights overflow float32")
         return logits
 
     def reset(self) -> None:
@@ -205,9 +212,9 @@ class Model:
     def _reuse_cache(self, ids: list[int]) -> list[int]:
         """Keep the cached prefix that ids share; return the ids still to feed.
 
-        A greedy answer must not depend on whether the cache was hit. Decode multiplies
-        int8-quantized activations, so a 1e-5 difference in the cache (BLAS rounds a batch of
-        29 rows unlike one of 34) can move a logit by ~1% and flip a near-tie. So chat()
+        A greedy answer must not depend on whether the cache was hit. Matrix products take
+        int8-quantized activations, so a 1e-5 difference in the cache (a batch of 29 rows
+        groups its tokens unlike one of 34) can move a logit by ~1% and flip a near-tie. So chat()
         prefills in blocks at fixed positions (block_start), and only whole blocks that such a
         prefill computed are reused: the rest is fed in the same blocks a fresh prefill would
         feed, and the cache comes out bit for bit the same. A continuing conversation

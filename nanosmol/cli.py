@@ -118,6 +118,7 @@ def run(prompt, model_path, n_ctx, n_threads, verbose, max_tokens, temperature, 
         repeat_penalty, repeat_last_n, seed, stop, raw):
     """Generate text from PROMPT, streaming it to stdout."""
     from nanosmol.chat import ChatTemplateError
+    from nanosmol.finite import NonFiniteWeightsError
 
     model = load_model(model_path, n_ctx, n_threads)
     try:
@@ -130,7 +131,10 @@ def run(prompt, model_path, n_ctx, n_threads, verbose, max_tokens, temperature, 
                                 seed=seed, stop=stop, special=not raw)
     except ValueError as e:  # an empty prompt, bad sampling values
         fail("prompt", str(e))
-    stream_to_stdout(pieces)
+    try:
+        stream_to_stdout(pieces)
+    except NonFiniteWeightsError as e:
+        fail(str(model.path), str(e))
     if verbose:
         print_stats(model)
 
@@ -244,6 +248,7 @@ def chat(model_path, n_ctx, n_threads, verbose, max_tokens, temperature, top_k, 
          repeat_last_n, seed, stop, system, think, hide_thinking, think_budget):
     """Talk with the model. Reads user turns line by line from a pipe, too."""
     from nanosmol.chat import ChatSession, ChatTemplateError
+    from nanosmol.finite import NonFiniteWeightsError
 
     model = load_model(model_path, n_ctx, n_threads)
     if verbose:
@@ -277,7 +282,7 @@ def chat(model_path, n_ctx, n_threads, verbose, max_tokens, temperature, top_k, 
             print_reply(session.reply(line), styled, hide_thinking)
         except KeyboardInterrupt:
             click.echo(click.style("\n(stopped)", dim=styled))
-        except ChatTemplateError as e:
+        except (ChatTemplateError, NonFiniteWeightsError) as e:
             fail(str(model.path), str(e))
         for note in session.notes:
             click.echo(click.style(f"({note})", dim=styled), err=True)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 SUPPORTED_ARCHITECTURES = ("llama", "smollm3")
+MAX_LAYERS = 4096  # SmolLM3-3B has 36
 DEFAULT_NOPE_INTERVAL = 4  # SmolLM3: every 4th layer skips RoPE (llama.cpp hard-codes it too)
 
 
@@ -38,7 +39,7 @@ class ModelConfig:
         arch = metadata.get("general.architecture")
         if arch not in SUPPORTED_ARCHITECTURES:
             raise ConfigError(
-                f"architecture {arch!r} is not supported (supported: {', '.join(SUPPORTED_ARCHITECTURES)})"
+                f"architecture {_short(arch)} is not supported (supported: {', '.join(SUPPORTED_ARCHITECTURES)})"
             )
 
         def get(key: str, default=None, kind=int):
@@ -49,10 +50,12 @@ class ModelConfig:
                 value = value[0] if value else default  # per-layer arrays: all layers alike here
             number_types = (int,) if kind is int else (int, float)
             if not isinstance(value, number_types) or isinstance(value, bool) or not 0 < value < 2**40:
-                raise ConfigError(f"metadata key {arch}.{key} = {value!r} is not a positive {kind.__name__}")
+                raise ConfigError(f"metadata key {arch}.{key} = {_short(value)} is not a positive {kind.__name__}")
             return kind(value)
 
         n_layer = get("block_count")
+        if n_layer > MAX_LAYERS:  # the per-layer lists built below must stay small
+            raise ConfigError(f"metadata key {arch}.block_count = {n_layer} is more than {MAX_LAYERS} layers")
         n_embd = get("embedding_length")
         n_head = get("attention.head_count")
         n_head_kv = get("attention.head_count_kv", n_head)
@@ -62,9 +65,14 @@ class ModelConfig:
         if head_dim % 2:
             raise ConfigError(f"head dimension {head_dim} is odd: RoPE needs pairs")
         tokens = metadata.get("tokenizer.ggml.tokens")
-        vocab_size = metadata.get(f"{arch}.vocab_size") or (len(tokens) if tokens else None)
-        if not vocab_size:
+        if f"{arch}.vocab_size" in metadata:
+            vocab_size = get("vocab_size")
+        elif isinstance(tokens, list) and tokens:
+            vocab_size = len(tokens)
+        else:
             raise ConfigError("vocabulary size unknown: no vocab_size key and no token list")
+        if isinstance(tokens, list) and tokens and len(tokens) != vocab_size:
+            raise ConfigError(f"{arch}.vocab_size = {vocab_size}, but tokenizer.ggml.tokens holds {len(tokens)} tokens")
         return cls(
             arch=arch,
             n_layer=n_layer,
@@ -73,7 +81,7 @@ class ModelConfig:
             n_head_kv=n_head_kv,
             head_dim=head_dim,
             n_ff=get("feed_forward_length"),
-            vocab_size=int(vocab_size),
+            vocab_size=vocab_size,
             n_ctx_train=get("context_length", 2048),
             rope_theta=get("rope.freq_base", 10000.0, float),
             rms_eps=get("attention.layer_norm_rms_epsilon", 1e-5, float),
@@ -115,6 +123,11 @@ def tensor_problems(config: ModelConfig, tensors) -> list[str]:
     return problems
 
 
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def nope_layers(arch: str, n_layer: int, metadata: Mapping[str, Any]) -> tuple[int, ...]:
     """Layers that skip RoPE. An explicit list or interval in the file wins over the default.
 
@@ -131,7 +144,7 @@ def nope_layers(arch: str, n_layer: int, metadata: Mapping[str, Any]) -> tuple[i
     if interval is None:
         interval = DEFAULT_NOPE_INTERVAL if arch == "smollm3" else 0
     if not isinstance(interval, int) or interval < 0:
-        raise ConfigError(f"NoPE layer interval {interval!r} is not a non-negative integer")
+        raise ConfigError(f"NoPE layer interval {_short(interval)} is not a non-negative integer")
     if interval == 0:
         return ()
     return tuple(il for il in range(n_layer) if (il + 1) % interval == 0)

@@ -5,14 +5,18 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from nanosmol.chat import ChatTemplateError, render_chat
 from nanosmol.config import ConfigError, ModelConfig, tensor_problems
+from nanosmol.finite import nonfinite_problem, nonfinite_tensors
 from nanosmol.gguf_file import GGUFFile
 from nanosmol.quants import SUPPORTED_TYPES
+from nanosmol.tokenizer import Tokenizer, TokenizerError
 
 TOKEN_TYPE_CONTROL = 3
 TOKEN_TYPE_USER_DEFINED = 4
 SPECIAL_TOKEN_KEYS = ("bos", "eos", "eot", "eom", "padding", "unknown", "sep", "cls", "mask")
 PREFILL_CHUNK = 512  # tokens per prefill batch, for the scratch estimate
+SAMPLE_CONVERSATION = [{"role": "user", "content": "hello"}]  # what the verdict renders the chat template with
 
 
 def build_report(gguf: GGUFFile, ctx: int | None = None, with_tensors: bool = False) -> dict[str, Any]:
@@ -82,9 +86,15 @@ def _hyperparameters(c: ModelConfig) -> dict[str, Any]:
     }
 
 
+def _list(meta: dict[str, Any], key: str) -> list:
+    """A metadata array, or [] when the key holds something else: the report describes any file."""
+    value = meta.get(key)
+    return value if isinstance(value, list) else []
+
+
 def _tokenizer(meta: dict[str, Any]) -> dict[str, Any]:
-    tokens = meta.get("tokenizer.ggml.tokens") or []
-    types = meta.get("tokenizer.ggml.token_type") or []
+    tokens = _list(meta, "tokenizer.ggml.tokens")
+    types = _list(meta, "tokenizer.ggml.token_type")
 
     def token_text(i):
         return tokens[i] if isinstance(i, int) and 0 <= i < len(tokens) else None
@@ -99,7 +109,7 @@ def _tokenizer(meta: dict[str, Any]) -> dict[str, Any]:
         "model": meta.get("tokenizer.ggml.model"),
         "pre": meta.get("tokenizer.ggml.pre"),
         "vocab_size": len(tokens),
-        "merges": len(meta.get("tokenizer.ggml.merges") or []),
+        "merges": len(_list(meta, "tokenizer.ggml.merges")),
         "add_bos": meta.get("tokenizer.ggml.add_bos_token"),
         "special_tokens": special,
         "control_tokens": control,
@@ -109,18 +119,42 @@ def _tokenizer(meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def _validate(gguf: GGUFFile, config: ModelConfig | None, config_error: str | None) -> dict[str, Any]:
-    """Can this engine run the file? Lists every reason it cannot."""
+    """Can this engine run the file? Lists every reason it cannot.
+
+    It does what loading does short of the forward pass: the config, the tensors, the
+    NaN scan, the tokenizer, and the chat template rendered for a sample conversation.
+    """
     problems = []
     if config is None:
         problems.append(config_error)
     else:
         problems += tensor_problems(config, gguf.tensors)
+        problems += [nonfinite_problem(gguf, name) for name in nonfinite_tensors(gguf, config.required_tensors())]
     for t in gguf.tensors.values():
         if t.type not in SUPPORTED_TYPES:
             problems.append(f"tensor {t.name} has type {t.type.name}, which this engine does not support")
     if not gguf.metadata.get("tokenizer.ggml.tokens"):
         problems.append("no tokenizer vocabulary (tokenizer.ggml.tokens)")
+    else:
+        problems += _tokenizer_and_template_problems(gguf.metadata)
     return {"runnable": not problems, "problems": problems}
+
+
+def _tokenizer_and_template_problems(meta: dict[str, Any]) -> list[str]:
+    try:
+        tokenizer = Tokenizer.from_metadata(meta)
+    except TokenizerError as e:
+        return [str(e)]
+    try:
+        prompt = render_chat(meta.get("tokenizer.chat_template"), SAMPLE_CONVERSATION,
+                             bos_token=tokenizer.token_text(tokenizer.bos_id),
+                             eos_token=tokenizer.token_text(tokenizer.eos_id))
+        tokenizer.encode(prompt, special=True)
+    except ChatTemplateError as e:
+        return [f"{e} (run --raw does without it)"]
+    except TokenizerError as e:
+        return [str(e)]
+    return []
 
 
 def memory_estimate(c: ModelConfig, weight_bytes: int, ctx: int) -> dict[str, Any]:
@@ -211,9 +245,9 @@ def format_report(r: dict[str, Any]) -> str:
         f"  add BOS {tok['add_bos']}, chat template {'yes (--template prints it)' if tok['chat_template'] else 'no'}",
     ]
     for key, t in tok["special_tokens"].items():
-        lines.append(f"  {key:<8} {t['id']:>7}  {t['text']!r}")
+        lines.append(f"  {key:<8} {t['id']!s:>7}  {t['text']!r}")
     if tok["control_tokens"]:
-        shown = ", ".join(tok["control_tokens"][:12])
+        shown = ", ".join(map(str, tok["control_tokens"][:12]))
         more = f" (+{len(tok['control_tokens']) - 12} more)" if len(tok["control_tokens"]) > 12 else ""
         lines.append(f"  control tokens ({len(tok['control_tokens'])}): {shown}{more}")
     if "memory" in r:
@@ -236,7 +270,8 @@ def format_report(r: dict[str, Any]) -> str:
     v = r["validation"]
     lines.append("")
     if v["runnable"]:
-        lines.append("verdict: OK, every tensor present with the right shape and a supported type")
+        lines.append("verdict: OK, every tensor present with the right shape and a supported type, "
+                     "tokenizer and chat template work")
     else:
         lines.append(f"verdict: NOT RUNNABLE by nanosmol ({len(v['problems'])} problems)")
         lines += [f"  - {p}" for p in v["problems"][:20]]

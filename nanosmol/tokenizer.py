@@ -8,6 +8,7 @@ never emits half a UTF-8 character.
 from __future__ import annotations
 
 import codecs
+import operator
 from functools import lru_cache
 from typing import Any, Mapping, Sequence
 
@@ -49,7 +50,8 @@ def _pre_tokenizer(pre: str):
         return pre_tokenizers.Sequence([digits, _split(GPT2_REGEX), _byte_level()]), False, False
     if pre in ("gpt2", "default"):
         return pre_tokenizers.Sequence([_split(GPT2_REGEX), _byte_level()]), False, False
-    raise ValueError(f"tokenizer pre-type {pre!r} is not supported (supported: smollm, llama-bpe, gpt2)")
+    raise TokenizerError(f"tokenizer pre-type {pre!r} (tokenizer.ggml.pre) is not supported "
+                         "(supported: smollm, llama-bpe, gpt2)")
 
 
 @lru_cache(maxsize=1)
@@ -66,10 +68,45 @@ def _unicode_to_byte() -> dict[str, int]:
     return chars
 
 
+class TokenizerError(ValueError):
+    """The file's vocabulary, merges or token types cannot make a tokenizer."""
+
+
 def _check_list(values, kind: type, key: str) -> None:
     """A downloaded file is untrusted: refuse metadata of the wrong shape with a clear message."""
-    if not isinstance(values, list) or not all(isinstance(v, kind) for v in values):
-        raise ValueError(f"metadata {key} must be a list of {kind.__name__}")
+    if not isinstance(values, list) or not all(isinstance(v, kind) and not isinstance(v, bool) for v in values):
+        raise TokenizerError(f"metadata {key} must be a list of {kind.__name__}")
+
+
+def _merge_pairs(merges: list[str], vocab: dict[str, int]) -> list[tuple[str, str]]:
+    """Each merge as a pair of tokens, split as llama.cpp does (at the first space after one character).
+
+    Both tokens and their concatenation must be in the vocabulary: on a merge that breaks
+    this, tokenizers raises a bare Exception or panics, depending on the bytes. The check
+    runs at C speed (map over the lists); only a failure looks for the first bad merge.
+    """
+    cuts = [m.find(" ", 1) for m in merges]
+    firsts = [m[:c] for m, c in zip(merges, cuts)]
+    seconds = [m[c + 1 :] for m, c in zip(merges, cuts)]
+    known = vocab.__contains__
+    if (min(cuts, default=1) > 0 and all(seconds) and all(map(known, firsts)) and all(map(known, seconds))
+            and all(map(known, map(operator.add, firsts, seconds)))):
+        return list(zip(firsts, seconds))
+    i, m, c, a, b = next((i, m, c, a, b) for i, (m, c, a, b) in enumerate(zip(merges, cuts, firsts, seconds))
+                         if c < 0 or not b or not (known(a) and known(b) and known(a + b)))
+    if c < 0 or not b:
+        raise TokenizerError(f"tokenizer.ggml.merges[{i}] = {m!r} is not two tokens joined by a space")
+    missing = next(token for token in (a, b, a + b) if not known(token))
+    raise TokenizerError(f"tokenizer.ggml.merges[{i}] = {m!r} names {missing!r}, which is not in tokenizer.ggml.tokens")
+
+
+def _build_bpe(vocab: dict[str, int], merges: list[str], ignore_merges: bool) -> HFTokenizer:
+    pairs = _merge_pairs(merges, vocab)
+    try:
+        bpe = models.BPE(vocab=vocab, merges=pairs, ignore_merges=ignore_merges, fuse_unk=False)
+    except Exception as e:  # checked above; kept so that a new tokenizers check still names the key
+        raise TokenizerError(f"tokenizer.ggml.merges do not fit tokenizer.ggml.tokens: {e}") from None
+    return HFTokenizer(bpe)
 
 
 class Tokenizer:
@@ -87,25 +124,23 @@ class Tokenizer:
     def from_metadata(cls, metadata: Mapping[str, Any]) -> "Tokenizer":
         model = metadata.get("tokenizer.ggml.model")
         if model != "gpt2":
-            raise ValueError(f"tokenizer model {model!r} is not supported (only byte-level BPE, 'gpt2')")
+            raise TokenizerError(f"tokenizer model {model!r} is not supported (only byte-level BPE, 'gpt2')")
         tokens = metadata.get("tokenizer.ggml.tokens")
         if not tokens:
-            raise ValueError("the file has no tokenizer vocabulary (tokenizer.ggml.tokens)")
-        types = list(metadata.get("tokenizer.ggml.token_type") or [TOKEN_NORMAL] * len(tokens))
-        merges = metadata.get("tokenizer.ggml.merges") or []
+            raise TokenizerError("the file has no tokenizer vocabulary (tokenizer.ggml.tokens)")
         _check_list(tokens, str, "tokenizer.ggml.tokens")
+        types = metadata.get("tokenizer.ggml.token_type") or [TOKEN_NORMAL] * len(tokens)
+        merges = metadata.get("tokenizer.ggml.merges") or []
         _check_list(merges, str, "tokenizer.ggml.merges")
         _check_list(types, int, "tokenizer.ggml.token_type")
         if len(types) != len(tokens):
-            raise ValueError(f"{len(types)} token types for {len(tokens)} tokens")
+            raise TokenizerError(f"tokenizer.ggml.token_type holds {len(types)} types for {len(tokens)} tokens")
         pre_tokenizer, ignore_merges, default_add_bos = _pre_tokenizer(metadata.get("tokenizer.ggml.pre", "default"))
 
         vocab: dict[str, int] = {}
         for i, text in enumerate(tokens):
             vocab.setdefault(text, i)
-        merge_pairs = [tuple(m.split(" ", 1)) for m in merges]
-        bpe = models.BPE(vocab=vocab, merges=merge_pairs, ignore_merges=ignore_merges, fuse_unk=False)
-        hf = HFTokenizer(bpe)
+        hf = _build_bpe(vocab, merges, ignore_merges)
         hf.pre_tokenizer = pre_tokenizer
         hf.decoder = decoders.ByteLevel()
         hf.add_special_tokens([

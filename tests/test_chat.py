@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -200,9 +201,10 @@ def test_sampled_answer_does_not_depend_on_a_cache_hit(default_model_path):
 
 
 def test_greedy_answer_to_a_repeated_question_is_the_same(default_model_path):
-    # Feeding the last two prompt tokens alone (a batch on the int8 path) answered "L'Étoile...".
+    # Feeding the last two prompt tokens alone (in another batch than a fresh prefill) once
+    # changed the answer.
     model = nanosmol.load(default_model_path, n_ctx=512)
-    question = [{"role": "user", "content": "What is the capital of France?"}]
+    question = [{"role": "user", "content": "Which city is the capital of France?"}]
     answers = ["".join(p.text for p in model.chat(question, max_tokens=12, temperature=0.0)) for _ in range(2)]
     assert model.last_stats.cached_tokens > 0
     assert answers[0] == answers[1] and "Paris" in answers[0]
@@ -225,3 +227,54 @@ def test_threads_setting_holds_on_other_threads():
     worker.start()
     worker.join()
     assert seen == [numba.config.NUMBA_NUM_THREADS, 1]
+HOSTILE = [
+    ("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}", "recursion"),
+    ("{% macro f(n) %}{% if n %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}{{ f(60) }}", "too long"),
+    ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", "too long"),
+    ("{% for i in range(100000) %}{{ 'xxxxxxxx' * 100000 }}{% endfor %}", "renders more than"),
+    ("{{ 'x' * 10000000000 }}", "repeats a value"),
+    ("{{ 2 ** 100000000 }}", "power"),
+    ("{{ '%0999999999d' % 1 }}", "width"),
+    ("{{ '{:>9999999999}'.format(1) }}", "width"),
+    ("{{ '%099999999d'|format(3) }}", "width"),
+    ("{{ 'a'.ljust(9999999999) }}", "beyond"),
+    ("{{ 'a'|center(9999999999) }}", "beyond"),
+    ("{% set s = namespace(t='ab') %}{% for i in range(64) %}{% set s.t = s.t + s.t %}{% endfor %}", "builds a value"),
+    ("{{ 1 / 0 }}", "division by zero"),
+    ("{% if %}", "does not compile"),
+    ("{{ messages[0]['content'] ", "does not compile"),
+]
+
+
+@pytest.mark.parametrize("template, message", HOSTILE)
+def test_hostile_template_fails_fast_and_small(template, message):
+    """A template that recurses, loops, or builds huge values ends in a ChatTemplateError, quickly."""
+    start = time.perf_counter()
+    with pytest.raises(ChatTemplateError, match=message):
+        render_chat(template, [{"role": "user", "content": "a"}])
+    assert time.perf_counter() - start < 10
+
+
+def test_template_that_is_not_a_string():
+    with pytest.raises(ChatTemplateError, match="not a string"):
+        render_chat(7, [{"role": "user", "content": "a"}])
+
+
+def test_budget_leaves_room_for_long_conversations():
+    messages = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"turn {i}"} for i in range(400)]
+    assert smollm3(messages).count("<|im_start|>") == 402  # system + 400 turns + the generation prompt
+
+
+def test_run_with_a_looping_template_is_one_line(tmp_path):
+    from gguf_fuzz import encode, seed
+
+    path = tmp_path / "looping.gguf"
+    path.write_bytes(encode(seed("micro-llama-Q8_0.gguf", HOSTILE[2][0])))
+    proc = subprocess.run([sys.executable, "-m", "nanosmol", "run", "-m", str(path), "-n", "2", "hi"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    lines = [l for l in proc.stderr.splitlines() if not l.startswith("nanosmol: compiling")]
+    assert lines == [f"error: {path}: chat template runs too long (more than 250,000 steps)"]
+    raw = subprocess.run([sys.executable, "-m", "nanosmol", "run", "-m", str(path), "--raw", "-n", "2", "hi"],
+                         capture_output=True, text=True, timeout=120)
+    assert raw.returncode == 0, raw.stderr

@@ -114,3 +114,66 @@ def test_run_refuses_a_model_missing_tensors(tmp_path):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "missing tensor token_embd.weight" in lines[0]
+
+
+def micro_with(tmp_path, key: str, value, template: str | None = None):
+    """micro-llama-Q8_0 with one metadata value replaced (the fuzz harness's writer)."""
+    from gguf_fuzz import encode, seed
+
+    parts = seed("micro-llama-Q8_0.gguf", template)
+    kv = next(kv for kv in parts.kvs if kv[0] == key)
+    if isinstance(value, str):
+        kv[1:] = [gguf.GGUFValueType.STRING, None, value]
+    elif isinstance(value, int) and value >= 2**32:
+        kv[1:] = [gguf.GGUFValueType.UINT64, None, value]
+    else:
+        kv[3] = value
+    path = tmp_path / "edited.gguf"
+    path.write_bytes(encode(parts))
+    return path
+
+
+@pytest.mark.parametrize("merges, problem", [
+    (["Ġ t", "Ġ a", "Ġa b"], "tokenizer.ggml.merges[2] = 'Ġa b' names 'Ġab', which is not in tokenizer.ggml.tokens"),
+    (["Ġ t", "Ġa"], "tokenizer.ggml.merges[1] = 'Ġa' is not two tokens joined by a space"),
+])
+def test_inspector_builds_the_tokenizer_and_agrees_with_run(tmp_path, merges, problem):
+    """The issue's reproducers: inspect-gguf said "verdict: OK" where run ended in a traceback."""
+    path = micro_with(tmp_path, "tokenizer.ggml.merges", merges)
+    report = json.loads(invoke("inspect-gguf", "--json", path).output)
+    assert report["validation"] == {"runnable": False, "problems": [problem]}
+    assert "verdict: NOT RUNNABLE" in invoke("inspect-gguf", path).output
+    proc = subprocess.run([sys.executable, "-m", "nanosmol", "run", "-m", str(path), "hi"], capture_output=True, text=True)
+    lines = [l for l in proc.stderr.splitlines() if not l.startswith("nanosmol: compiling")]
+    assert proc.returncode == 2 and lines == [f"error: {path}: {problem}"]
+
+
+def test_inspector_renders_the_chat_template(tmp_path):
+    path = micro_with(tmp_path, "general.name", "x", template="{{ raise_exception('no thanks') }}")
+    report = json.loads(invoke("inspect-gguf", "--json", path).output)
+    assert report["validation"]["problems"] == ["chat template error: no thanks (run --raw does without it)"]
+
+
+def test_inspector_describes_metadata_of_the_wrong_type(tmp_path):
+    path = micro_with(tmp_path, "tokenizer.ggml.token_type", [1, 2])
+    text = invoke("inspect-gguf", "--metadata", path)
+    assert text.exit_code == 0 and "token_type holds 2 types for 267 tokens" in text.output
+
+
+def test_prompt_longer_than_the_context_runs(tmp_path):
+    prompt = "the cat sat on the mat " * 40  # ~200 tokens through a 32-slot ring
+    result = invoke("run", "-m", MICRO / "micro-llama-Q8_0.gguf", "-c", "32", "-n", "4", "--temp", "0", prompt)
+    assert result.exit_code == 0 and result.stdout.strip()
+
+
+@pytest.mark.parametrize("key, value, problem", [
+    ("llama.block_count", 2**39, "llama.block_count = 549755813888 is more than 4096 layers"),  # hung in a loop
+    ("llama.vocab_size", "llama", "llama.vocab_size = 'llama' is not a positive int"),  # int() raised
+    ("llama.vocab_size", 266, "llama.vocab_size = 266, but tokenizer.ggml.tokens holds 267 tokens"),
+])
+def test_config_values_that_cannot_be_are_named(tmp_path, key, value, problem):
+    path = micro_with(tmp_path, key, value)
+    report = json.loads(invoke("inspect-gguf", "--json", path).output)
+    assert report["validation"]["runnable"] is False and any(problem in p for p in report["validation"]["problems"])
+    result = CliRunner().invoke(main, ["run", "-m", str(path), "hi"])
+    assert result.exit_code == 2 and problem in result.stderr

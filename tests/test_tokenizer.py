@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from conftest import MICRO, VOCAB_LLAMA_BPE
 from nanosmol.gguf_file import GGUFFile
-from nanosmol.tokenizer import Tokenizer, _unicode_to_byte
+from nanosmol.tokenizer import Tokenizer, TokenizerError, _unicode_to_byte
 
 CASES = json.loads((Path(__file__).parent / "data" / "tokenizer_cases.json").read_text())
 
@@ -110,4 +110,22 @@ def test_hostile_tokenizer_metadata_is_a_value_error(key, value):
     metadata = {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": "gpt2", "tokenizer.ggml.tokens": ["a", "b"]}
     metadata[key] = value
     with pytest.raises(ValueError, match=key):
+        Tokenizer.from_metadata(metadata)
+
+
+@pytest.mark.parametrize("merges, message", [
+    (["Ġ a"], r"merges\[0\] = .Ġ a. names .Ġa., which is not in tokenizer.ggml.tokens"),  # the reproducer
+    (["ab"], r"tokenizer.ggml.merges\[0\] = 'ab' is not two tokens"),  # failed to extract enum PyMerges
+    (["a "], r"tokenizer.ggml.merges\[0\] = 'a ' is not two tokens"),
+])
+def test_merges_that_do_not_fit_the_vocabulary_name_the_key(merges, message):
+    metadata = {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": "gpt2",
+                "tokenizer.ggml.tokens": ["a", "b", "ab", "Ġ"], "tokenizer.ggml.merges": merges}
+    with pytest.raises(TokenizerError, match=message):
+        Tokenizer.from_metadata(metadata)
+
+
+def test_token_types_must_cover_the_vocabulary():
+    metadata = {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.tokens": ["a", "b"], "tokenizer.ggml.token_type": [1]}
+    with pytest.raises(TokenizerError, match="token_type holds 1 types for 2 tokens"):
         Tokenizer.from_metadata(metadata)
