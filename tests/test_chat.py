@@ -152,8 +152,12 @@ def test_scripted_chat_through_a_pipe(default_model_path):
         answer = "".join(piece.text for piece in session.reply(question)).strip()
         assert answer and answer in proc.stdout
     stats = [l for l in lines if l.startswith("(context")]
-    prefilled = [int(l.split("prefilled ")[1].split()[0]) for l in stats]
-    assert len(prefilled) == 2 and prefilled[1] < prefilled[0]  # the second turn prefills only itself
+    number_after = lambda line, word: int(line.split(word + " ")[1].split()[0].split("/")[0])
+    prefilled = [number_after(l, "prefilled") for l in stats]
+    prompt_tokens = [number_after(l, "context") - number_after(l, "generated") for l in stats]
+    assert len(stats) == 2 and prefilled[0] == prompt_tokens[0]
+    # The second turn reuses the cache: it prefills the new turn and the last reuse block.
+    assert prompt_tokens[1] - prefilled[1] >= 32
 
 
 def test_chat_stop_string_ends_the_answer(micro):
