@@ -36,7 +36,7 @@ _HUGE_WIDTH = re.compile(r"[%:][^a-zA-Z%{}]*\d{7}")  # a format width of a milli
 
 
 def _raise_exception(message: str):
-    raise ChatTemplateError(f"chat template error: {message}")
+    raise ChatTemplateError(f"chat template error: {_one_line(message)}")
 
 
 def _strftime_now(fmt: str) -> str:
@@ -181,7 +181,7 @@ def render_chat(template: str | None, messages: Sequence[dict[str, Any]], add_ge
         sys.settrace(previous)
 
 
-def _one_line(e: BaseException) -> str:
+def _one_line(e: BaseException | str) -> str:
     text = " ".join(str(e).split()) or type(e).__name__
     return text if len(text) <= 200 else text[:200] + "..."
 

@@ -12,8 +12,9 @@ from nanosmol.gguf_file import GGUFError, GGUFFile
 
 
 def fail(path: str, message: str, status: int = 2):
-    """One line on stderr, no traceback."""
-    click.echo(f"error: {path}: {message}", err=True)
+    """One line on stderr, no traceback; line breaks from the file's own strings are escaped."""
+    line = f"error: {path}: {message}"
+    click.echo("".join(c if c.isprintable() else repr(c)[1:-1] for c in line), err=True)
     sys.exit(status)
 
 

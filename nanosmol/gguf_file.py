@@ -44,6 +44,12 @@ _VALUE_TYPES = {t.value: t for t in GGUFValueType}
 _TENSOR_TYPES = {t.value: t for t in GGMLQuantizationType}
 
 
+def quoted(name: str, limit: int = 80) -> str:
+    """A name from the file for a one-line message: repr escapes line breaks; a long one is cut."""
+    text = repr(name)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class GGUFError(ValueError):
     """A malformed or unsupported GGUF file."""
 
@@ -218,10 +224,11 @@ class GGUFFile:
         for i in range(self.kv_count):
             key_pos = cur.pos
             key = cur.string(f"metadata key #{i}")
+            label = key if key.isprintable() and len(key) <= 80 else quoted(key)
             if key in metadata:
-                raise GGUFError(key_pos, f"duplicate metadata key {key!r}")
-            vtype = cur.u32(f"type of {key!r}")
-            metadata[key] = cur.value(vtype, key)
+                raise GGUFError(key_pos, f"duplicate metadata key {quoted(key)}")
+            vtype = cur.u32(f"type of {quoted(key)}")
+            metadata[key] = cur.value(vtype, label)
         return metadata
 
     def _parse_alignment(self) -> int:
@@ -235,15 +242,15 @@ class GGUFFile:
         for i in range(self.tensor_count):
             info_pos = cur.pos
             name = cur.string(f"tensor #{i} name")
-            n_dims = cur.u32(f"tensor {name!r} dimension count")
+            n_dims = cur.u32(f"tensor {quoted(name)} dimension count")
             if not 1 <= n_dims <= MAX_DIMS:
-                raise GGUFError(cur.pos - 4, f"tensor {name!r} has {n_dims} dimensions (1..{MAX_DIMS})")
-            shape = tuple(cur.u64(f"tensor {name!r} dimension") for _ in range(n_dims))
-            type_id = cur.u32(f"tensor {name!r} type")
+                raise GGUFError(cur.pos - 4, f"tensor {quoted(name)} has {n_dims} dimensions (1..{MAX_DIMS})")
+            shape = tuple(cur.u64(f"tensor {quoted(name)} dimension") for _ in range(n_dims))
+            type_id = cur.u32(f"tensor {quoted(name)} type")
             qtype = _TENSOR_TYPES.get(type_id)
             if qtype is None:
-                raise GGUFError(cur.pos - 4, f"tensor {name!r} has unknown type {type_id}")
-            offset = cur.u64(f"tensor {name!r} offset")
+                raise GGUFError(cur.pos - 4, f"tensor {quoted(name)} has unknown type {type_id}")
+            offset = cur.u64(f"tensor {quoted(name)} offset")
             infos.append((info_pos, name, shape, qtype, offset))
         return infos
 
@@ -251,15 +258,15 @@ class GGUFFile:
         tensors: dict[str, TensorInfo] = {}
         for info_pos, name, shape, qtype, rel_offset in infos:
             if name in tensors:
-                raise GGUFError(info_pos, f"duplicate tensor name {name!r}")
+                raise GGUFError(info_pos, f"duplicate tensor name {quoted(name)}")
             nbytes = _tensor_nbytes(info_pos, name, shape, qtype)
             if rel_offset % self.alignment:
-                raise GGUFError(info_pos, f"tensor {name!r} offset {rel_offset} is not aligned to {self.alignment}")
+                raise GGUFError(info_pos, f"tensor {quoted(name)} offset {rel_offset} is not aligned to {self.alignment}")
             offset = self.data_offset + rel_offset
             if offset + nbytes > self.file_size:
                 raise GGUFError(
                     info_pos,
-                    f"tensor {name!r} data [{offset}, {offset + nbytes}) lies outside the file "
+                    f"tensor {quoted(name)} data [{offset}, {offset + nbytes}) lies outside the file "
                     f"({self.file_size} bytes): truncated tensor data",
                 )
             tensors[name] = TensorInfo(name, shape, qtype, offset, nbytes)
@@ -292,11 +299,11 @@ def _tensor_nbytes(info_pos: int, name: str, shape: tuple, qtype: GGMLQuantizati
     for d in shape:
         n_elements *= d  # Python ints cannot overflow; the bound below catches absurd products
     if n_elements >= 2**62:
-        raise GGUFError(info_pos, f"tensor {name!r} shape {list(shape)} overflows")
+        raise GGUFError(info_pos, f"tensor {quoted(name)} shape {list(shape)} overflows")
     if shape[0] % block_size:
         raise GGUFError(
             info_pos,
-            f"tensor {name!r} row length {shape[0]} is not a multiple of the {qtype.name} block size {block_size}",
+            f"tensor {quoted(name)} row length {shape[0]} is not a multiple of the {qtype.name} block size {block_size}",
         )
     return n_elements // block_size * type_size
 
@@ -305,4 +312,4 @@ def _check_no_overlap(tensors) -> None:
     ordered = sorted(tensors, key=lambda t: t.offset)
     for a, b in zip(ordered, ordered[1:]):
         if a.offset + a.nbytes > b.offset:
-            raise GGUFError(b.offset, f"tensor {b.name!r} overlaps tensor {a.name!r}")
+            raise GGUFError(b.offset, f"tensor {quoted(b.name)} overlaps tensor {quoted(a.name)}")

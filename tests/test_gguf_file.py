@@ -267,3 +267,14 @@ def test_unknown_tensor_type_and_outside_data():
         GGUFFile(write_bytes(patched_base(type_pos + 4, "<Q", 1)))
     with pytest.raises(GGUFError, match="overlaps"):
         GGUFFile(write_bytes(patched_base(type_pos + 4, "<Q", 0)))
+
+
+def test_names_from_the_file_are_quoted_on_one_line():
+    """A key whose length field swallowed the next bytes (fuzz case 3082) must not break the message's line."""
+    key = b"general.name"
+    pos = FIXTURE_HEAD.index(struct.pack("<Q", len(key)) + key)
+    bad = bytearray(FIXTURE_HEAD)
+    struct.pack_into("<Q", bad, pos, len(key) + 40)  # the key now runs into the value bytes
+    with pytest.raises(GGUFError) as e:
+        GGUFFile(write_bytes(bytes(bad)))
+    assert str(e.value).isprintable() and "'general.name" in str(e.value) and len(str(e.value)) < 200

@@ -117,10 +117,12 @@ def fuzz(start: int, count: int, jobs: int, timeout: float, memory_factor: float
                     messages[normalized(error)] += 1
                 if outcome == "VIOLATION":
                     violations.append((case, detail))
+                    print(f"case {case}: {detail}", file=sys.stderr)  # now, not only at the end
                 w.case = None
             elif time.monotonic() - w.started > timeout:
                 outcomes["HANG"] += 1
                 violations.append((w.case, f"no answer after {timeout:.0f} s"))
+                print(f"case {w.case}: no answer after {timeout:.0f} s", file=sys.stderr)
                 w.stop(kill=True)
                 workers[i] = w = Worker(memory_factor)
             else:
