@@ -189,7 +189,8 @@ class Model:
 
     # -- the KV cache -----------------------------------------------------------------
     def _feed(self, ids: np.ndarray) -> np.ndarray:
-        logits = self.transformer.forward(ids)
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported once, below, not as warnings
+            logits = self.transformer.forward(ids)
         self._cached_ids.extend(int(i) for i in ids)
         if not np.isfinite(logits).all():  # the scan at load saw finite scales: the activations overflowed
             raise NonFiniteWeightsError("the model computed NaN or Inf logits: its weights overflow float32")

@@ -130,7 +130,10 @@ def _validate(gguf: GGUFFile, config: ModelConfig | None, config_error: str | No
     else:
         problems += tensor_problems(config, gguf.tensors)
         problems += [nonfinite_problem(gguf, name) for name in nonfinite_tensors(gguf, config.required_tensors())]
-    for t in gguf.tensors.values():
+    # Load reads only the architecture's tensors: an extra one of an unknown type does not stop it.
+    used = gguf.tensors.values() if config is None else [gguf.tensors[n] for n in config.required_tensors()
+                                                            if n in gguf.tensors]
+    for t in used:
         if t.type not in SUPPORTED_TYPES:
             problems.append(f"tensor {t.name} has type {t.type.name}, which this engine does not support")
     if not gguf.metadata.get("tokenizer.ggml.tokens"):

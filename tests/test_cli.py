@@ -177,3 +177,19 @@ def test_config_values_that_cannot_be_are_named(tmp_path, key, value, problem):
     assert report["validation"]["runnable"] is False and any(problem in p for p in report["validation"]["problems"])
     result = CliRunner().invoke(main, ["run", "-m", str(path), "hi"])
     assert result.exit_code == 2 and problem in result.stderr
+
+
+def test_unknown_type_in_a_tensor_the_model_does_not_read(tmp_path):
+    """Fuzz case 12194: the inspector refused a file for a tensor that loading never reads."""
+    from gguf_fuzz import encode, seed
+
+    parts = seed("micro-llama-Q4_0.gguf")
+    next(kv for kv in parts.kvs if kv[0] == "llama.block_count")[3] = 3  # layer 3 becomes unused
+    info = next(i for i in parts.infos if i[0] == "blk.3.attn_v.weight")
+    assert info[2] == gguf.GGMLQuantizationType.Q4_0
+    info[2] = gguf.GGMLQuantizationType.IQ4_NL  # same block size, a type nanosmol does not support
+    path = tmp_path / "extra.gguf"
+    path.write_bytes(encode(parts))
+    report = json.loads(invoke("inspect-gguf", "--json", path).output)
+    assert report["validation"] == {"runnable": True, "problems": []}
+    assert invoke("run", "-m", path, "--raw", "-n", "2", "hi").exit_code == 0

@@ -65,4 +65,4 @@ def test_mutations_reach_every_outcome(case_path):
     """The harness is no use if every mutation dies in the parser: a fixed sample reaches past it."""
     results = [drive_case(case, case_path) for case in range(40)]
     outcomes = Counter(outcome for outcome, _ in results)
-    assert set(outcomes) == {"parse error", "refused", "runs"} and outcomes["parse error"] < 30, results
+    assert {"parse error", "refused", "runs"} <= set(outcomes) and outcomes["parse error"] < 30, results
