@@ -85,10 +85,10 @@ class _Block:
         pair = b.fmul(pair, scales, flags=["fast"])
         return b.extract_element(pair, ir.Constant(I32, 0)), b.extract_element(pair, ir.Constant(I32, 1))
 
-    def token_x(self, t: int):
-        """Where token t's activation block starts in q8: x_at + t * x_stride."""
-        x_at, stride = self.args[4], self.args[5]
-        return self.builder.add(x_at, self.builder.mul(stride, ir.Constant(stride.type, t))) if t else x_at
+    def token_x(self, t: int, first=None):
+        """Where token t's activation block starts in q8: first (default x_at) + t * x_stride."""
+        first, stride = self.args[4] if first is None else first, self.args[5]
+        return self.builder.add(first, self.builder.mul(stride, ir.Constant(stride.type, t))) if t else first
 
     def per_block(self, arg: int, x, block: int, element_type=None):
         """Array argument `arg`'s entry for the activation block of `block` values holding q8[x]
@@ -109,6 +109,12 @@ class _Block:
 
     def at(self, base, offset: int):
         return self.builder.add(base, ir.Constant(base.type, offset)) if offset else base
+
+    def add_to_lane(self, lane: int, value):
+        """acc[lane] += value (a float)."""
+        b = self.builder
+        p = vector_at(self.context, b, self.sig.args[0], self.args[0], lane, ir.FloatType())
+        b.store(b.fadd(b.load(p), value, flags=["fast"]), p)
 
     def add_to_acc(self, first_lane: int, sums, scale):
         """acc[first_lane : first_lane + len(sums)] += scale * float(sums) for int32 sums."""
@@ -390,9 +396,7 @@ def _dot32(terms, portable: bool):
             (sums,), d, m = terms(blk, args[2], [args[4]])
             blk.add_to_acc(0, sums, b.fmul(d, blk.per_block(6, args[4], 32), flags=["fast"]))
             if m is not None:
-                lane8 = vector_at(context, b, signature.args[0], args[0], 8, ir.FloatType())
-                offset = b.fmul(m, blk.per_block(7, args[4], 32), flags=["fast"])
-                b.store(b.fadd(b.load(lane8), offset, flags=["fast"]), lane8)
+                blk.add_to_lane(8, b.fmul(m, blk.per_block(7, args[4], 32), flags=["fast"]))
             return context.get_dummy_value()
 
         return types.none(acc, row, types.int64, q8, types.int64, types.int64, d32, s32), codegen
@@ -436,7 +440,7 @@ def _row32(terms, block_bytes: int):
             with cgutils.for_range(b, args[8]) as loop:
                 o = b.add(args[2], b.mul(loop.index, ir.Constant(loop.index.type, block_bytes)))
                 x0 = b.add(args[4], b.mul(loop.index, ir.Constant(loop.index.type, 32)))
-                xs = [b.add(x0, b.mul(args[5], ir.Constant(args[5].type, t))) if t else x0 for t in range(8)]
+                xs = [blk.token_x(t, x0) for t in range(8)]
                 sums, d, m = terms(blk, o, xs)
                 at = b.add(scales_at, b.mul(loop.index, ir.Constant(loop.index.type, 8)))
                 dx = blk.load(6, at, f32x8)
@@ -448,9 +452,8 @@ def _row32(terms, block_bytes: int):
                     b.store(b.fadd(b.load(offsets), offset, flags=["fast"]), offsets)
             products, offsets = b.load(products), b.load(offsets)
             for t in range(8):
-                for lane, vector in ((16 * t, products), (16 * t + 8, offsets)):
-                    p = vector_at(context, b, signature.args[0], args[0], lane, ir.FloatType())
-                    b.store(b.fadd(b.load(p), b.extract_element(vector, ir.Constant(I32, t)), flags=["fast"]), p)
+                blk.add_to_lane(16 * t, b.extract_element(products, ir.Constant(I32, t)))
+                blk.add_to_lane(16 * t + 8, b.extract_element(offsets, ir.Constant(I32, t)))
             return context.get_dummy_value()
 
         return types.none(acc, row, types.int64, q8, types.int64, types.int64, d8, s8, types.int64), codegen
