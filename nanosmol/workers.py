@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable
 
 import numba
+import numpy as np
 from threadpoolctl import ThreadpoolController
 
 _blas = ThreadpoolController()
@@ -32,9 +33,19 @@ def n_workers() -> int:
 
 
 def parallel_map(fn: Callable, jobs: Iterable) -> list:
-    """fn(job) for every job, spread over the worker threads; the first error is raised here."""
+    """fn(job) for every job, spread over the worker threads; the first error is raised here.
+
+    The workers take the caller's numpy error settings (np.errstate is per thread), so a
+    caller that silences overflow warnings silences them in its workers too.
+    """
+    settings = np.geterr()
+
+    def run(job):
+        with np.errstate(**settings):
+            return fn(job)
+
     with single_threaded_blas():
-        return list(_pool.map(fn, jobs))
+        return list(_pool.map(run, jobs))
 
 
 def physical_cores() -> int:

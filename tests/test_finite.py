@@ -106,3 +106,18 @@ def test_overflowing_activations_end_in_one_line(tmp_path):
     lines = [l for l in proc.stderr.splitlines() if not l.startswith("nanosmol: compiling")]
     assert proc.returncode == 2 and lines == [f"error: {path}: the model computed NaN or Inf logits: its weights "
                                              "overflow float32"]
+
+
+def test_workers_take_the_callers_numpy_error_settings():
+    """Prefill's tiles run on worker threads; np.errstate is per thread (fuzz case 16938 printed
+    an overflow warning from a worker although the caller had silenced them)."""
+    from nanosmol.workers import parallel_map
+
+    def overflow(_):
+        return np.float32(3e38) * np.float32(10)
+
+    with np.errstate(over="raise"):
+        with pytest.raises(FloatingPointError):
+            parallel_map(overflow, [0, 1])
+    with np.errstate(over="ignore"):
+        assert parallel_map(overflow, [0]) == [np.inf]
