@@ -73,6 +73,22 @@ def target_has_avx2(context) -> bool:
     return codegen._get_host_cpu_name() in AVX2_CPUS
 
 
+# CPUs whose LLVM defaults include 256-bit VNNI (AVX-512 VNNI with VL, or AVX-VNNI).
+VNNI_CPUS = {"cascadelake", "icelake-client", "icelake-server", "tigerlake", "alderlake", "raptorlake", "sapphirerapids",
+             "znver4", "znver5"}
+
+
+def target_has_vnni(context) -> bool:
+    """Whether the target has vpdpbusd/vpdpwssd on 256-bit vectors (AVX-512 VNNI + VL, or AVX-VNNI),
+    decided as target_has_avx2 decides AVX2."""
+    codegen = context.codegen()
+    features = codegen._tm_features
+    if features:
+        features = set(features.split(","))
+        return {"+avx512vnni", "+avx512vl"} <= features or "+avxvnni" in features
+    return codegen._get_host_cpu_name() in VNNI_CPUS
+
+
 def vector_at(context, builder, array_type, array, index, vector_type):
     """A pointer to the `vector_type` starting at array[index] (index: an LLVM i64, or 0)."""
     data = context.make_array(array_type)(context, builder, array).data
@@ -106,6 +122,19 @@ def madd_x86(builder, codes, x, scales):
     """vpmaddubsw then vpmaddwd: llama.cpp's AVX2 inner step."""
     pairs = call_llvm(builder, "llvm.x86.avx2.pmadd.ub.sw", I16x16, [codes, x])
     return call_llvm(builder, "llvm.x86.avx2.pmadd.wd", I32x8, [pairs, scales])
+
+
+def dot_bytes_vnni(builder, acc, codes, x):
+    """acc + the sums of 4 adjacent codes * x products (uint8 codes, int8 x): one vpdpbusd,
+    which saturates nothing (vpmaddubsw's int16 pairs can)."""
+    return call_llvm(builder, "llvm.x86.avx512.vpdpbusd.256", I32x8,
+                     [acc, builder.bitcast(codes, I32x8), builder.bitcast(x, I32x8)])
+
+
+def dot_pairs_vnni(builder, acc, pairs, scales):
+    """acc + vpmaddwd(pairs, scales) in one vpdpwssd."""
+    return call_llvm(builder, "llvm.x86.avx512.vpdpwssd.256", I32x8,
+                     [acc, builder.bitcast(pairs, I32x8), builder.bitcast(scales, I32x8)])
 
 
 def madd_portable(builder, codes, x, scales):

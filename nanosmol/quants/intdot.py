@@ -20,9 +20,9 @@ from numba import njit
 
 from nanosmol.quants.blocks import (Q2_K, Q3_K, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0, f16, high4, k4_scale_min,
                                     low4, u32)
-from nanosmol.quants.vecdot import (dot_q2_k, dot_q2_k_x8, dot_q3_k, dot_q3_k_x8, dot_q4_0, dot_q4_1, dot_q4_k,
-                                    dot_q4_k_x8, dot_q5_0, dot_q5_1, dot_q5_k, dot_q5_k_x8, dot_q6_k, dot_q6_k_x8, dot_q8_0,
-                                    row_q4_0_x8, row_q4_1_x8, row_q5_0_x8, row_q5_1_x8, row_q8_0_x8)
+from nanosmol.quants.vecdot import (dot_q2_k, dot_q2_k_x8, dot_q3_k, dot_q3_k_x8, dot_q4_0, dot_q4_1, dot_q4_k, dot_q5_0,
+                                    dot_q5_1, dot_q5_k, dot_q6_k, dot_q6_k_x8, dot_q8_0, row_q4_0_x8, row_q4_1_x8,
+                                    row_q4_k_by_tokens, row_q5_0_x8, row_q5_1_x8, row_q5_k_by_tokens, row_q8_0_x8)
 from nanosmol.simd import or_bits, stack_codes, stack_lanes, store_scaled_codes, store_scaled_int8, unpack_nibbles16
 
 INLINE = dict(cache=True, fastmath=True, boundscheck=False, inline="always")
@@ -41,13 +41,17 @@ class QuantizedVector(NamedTuple):
     sum32: np.ndarray  # int16 [n / 32]: sums of 32 q256 values, for Q4_K's and Q5_K's mins
     d32_by_8: np.ndarray  # float32 [n / 32]: d32 of rows (tokens) 8g..8g+7 side by side, block by block
     s32_by_8: np.ndarray  # float32 [n / 32]: the same of s32 (quantize_rows; prefill's 32-value types)
+    q256_by_8: np.ndarray  # int8 [n]: q256 of tokens 8g..8g+7 in token lanes (transpose_tokens; prefill's k-quants)
+    d256_by_8: np.ndarray  # float32 [n / 256]: d256 of those tokens side by side, block by block
+    sum32_by_8: np.ndarray  # int16 [n / 32]: their sum32, per block: pairs of sub-blocks, token by token
 
     @classmethod
     def empty(cls, n: int) -> "QuantizedVector":
         """Room for any vector of up to n values."""
         return cls(np.zeros(n, np.int8), np.zeros(n // 32, np.float32), np.zeros(n // 32, np.float32),
                    np.zeros(n, np.int8), np.zeros(n // 256 + 1, np.float32), np.zeros(n // 16, np.int16),
-                   np.zeros(n // 32, np.int16), np.zeros(n // 32, np.float32), np.zeros(n // 32, np.float32))
+                   np.zeros(n // 32, np.int16), np.zeros(n // 32, np.float32), np.zeros(n // 32, np.float32),
+                   np.zeros(n, np.int8), np.zeros(n // 256 + 1, np.float32), np.zeros(n // 32, np.int16))
 
 
 @njit(**INLINE)
@@ -106,7 +110,35 @@ def quantize_rows(X, v):
             for b in range(blocks):
                 v.d32_by_8[first * blocks + 8 * b + t] = v.d32[(first + t) * blocks + b]
                 v.s32_by_8[first * blocks + 8 * b + t] = v.s32[(first + t) * blocks + b]
+    if X.shape[1] % 256 == 0:
+        transpose_tokens(v, tokens - tokens % 8, X.shape[1])
     return v
+
+
+@njit(**INLINE)
+def transpose_tokens(v, tokens, n):
+    """The k-quant activations of each group of 8 tokens (rows of n values) in token lanes,
+    for prefill's `row_q4_k_by_tokens`: per 32-value sub-block s, for each 4 tokens
+    (quad), 4 vectors of 8 x 4 bytes: vector j lane l holds token 4 * quad + l % 4's values
+    4k..4k+3 with k = 8s + j + 4 * (l >= 4), the order in which one vpshufd spreads the
+    weights' 4-byte groups over the lanes. d256 and sum32 side by side the same way (sum32
+    as pairs of sub-blocks per token)."""
+    words_in, words_out = v.q256[: tokens * n].view(np.int32), v.q256_by_8[: tokens * n].view(np.int32)
+    sub_blocks, blocks = n // 32, n // 256
+    for g in range(tokens // 8):
+        for s in range(sub_blocks):
+            for quad in range(2):
+                for j in range(4):
+                    for lane in range(8):
+                        k = 8 * s + j + 4 * (lane >= 4)
+                        at = (((g * sub_blocks + s) * 2 + quad) * 4 + j) * 8 + lane
+                        words_out[at] = words_in[(8 * g + 4 * quad + lane % 4) * (n // 4) + k]
+        for blk in range(blocks):
+            for t in range(8):
+                v.d256_by_8[(g * blocks + blk) * 8 + t] = v.d256[(8 * g + t) * blocks + blk]
+                for sub in range(8):
+                    at = ((g * blocks + blk) * 4 + sub // 2) * 16 + 2 * t + sub % 2
+                    v.sum32_by_8[at] = v.sum32[(8 * g + t) * sub_blocks + 8 * blk + sub]
 
 
 # -- 32-value blocks: codes into codes[0:32], weights d * code + m ----------------------
@@ -234,20 +266,32 @@ def unpack_k4_pair(row, o, pair, five_bits, codes):
 
 
 @njit(**INLINE)
-def row_dots_k4(row, v, n, at, tokens, acc, five_bits):
-    """Q4_K / Q5_K: d, dmin (f16), scales[12] (6-bit scale and min per 32 values), [qh[32]], qs[128]."""
+def row_dots_k4(row, v, n, at, acc, five_bits):
+    """Decode: Q4_K / Q5_K: d, dmin (f16), scales[12] (6-bit scale and min per 32 values),
+    [qh[32]], qs[128]. (Prefill: chunk_by_tokens.)"""
     block_bytes = 176 if five_bits else 144
     for blk in range(n // 256):
         o, x = block_bytes * blk, at + 256 * blk
         if five_bits:
-            if tokens == 1:
-                dot_q5_k(acc, row, o, v.q256, x, n, v.sum32, v.d256)
-            else:
-                dot_q5_k_x8(acc, row, o, v.q256, x, n, v.sum32, v.d256)
-        elif tokens == 1:
-            dot_q4_k(acc, row, o, v.q256, x, n, v.sum32, v.d256)
+            dot_q5_k(acc, row, o, v.q256, x, n, v.sum32, v.d256)
         else:
-            dot_q4_k_x8(acc, row, o, v.q256, x, n, v.sum32, v.d256)
+            dot_q4_k(acc, row, o, v.q256, x, n, v.sum32, v.d256)
+
+
+@njit(**INLINE)
+def has_token_lanes(qtype):
+    """Whether prefill multiplies this type with 8 tokens in the lanes (`transpose_tokens`)."""
+    return qtype == Q4_K or qtype == Q5_K
+
+
+@njit(**INLINE)
+def row_by_tokens(qtype, row, v, n, at, sums):
+    """sums[t] = the row's dot product with token t of the 8 whose activations start at at
+    (in token lanes: transpose_tokens), for the has_token_lanes types."""
+    if qtype == Q5_K:
+        row_q5_k_by_tokens(sums, row, v.q256_by_8, at, v.d256_by_8, v.sum32_by_8, n // 256)
+    else:
+        row_q4_k_by_tokens(sums, row, v.q256_by_8, at, v.d256_by_8, v.sum32_by_8, n // 256)
 
 
 @njit(**INLINE)
@@ -305,16 +349,16 @@ def has_int_dot(qtype):
 
 @njit(**INLINE)
 def row_dots(qtype, row, v, n, at, tokens, acc):
-    """The dot products of a weight row of n values with `tokens` (1 or PREFILL_TOKENS)
-    activations quantized in v, token t's from value at + t * n on: its dot product is the sum
-    of acc[16t : 16t + 16].
+    """The dot products of a weight row of n values with `tokens` (1 or PREFILL_TOKENS; for
+    has_token_lanes types 1, their prefill is row_by_tokens) activations quantized in v, token
+    t's from value at + t * n on: its dot product is the sum of acc[16t : 16t + 16].
 
     Each branch passes its type as a constant, so every block loop is compiled for one type;
     callers pass `tokens` as a constant, so only one intrinsic of each pair survives.
     """
     acc[: 16 * tokens] = 0.0
     if qtype == Q4_K:
-        row_dots_k4(row, v, n, at, tokens, acc, False)
+        row_dots_k4(row, v, n, at, acc, False)
     elif qtype == Q6_K:
         row_dots_q6_k(row, v, n, at, tokens, acc)
     elif qtype == Q8_0:
@@ -332,7 +376,7 @@ def row_dots(qtype, row, v, n, at, tokens, acc):
     elif qtype == Q3_K:
         row_dots_low_k(Q3_K, row, v, n, at, tokens, acc)
     else:
-        row_dots_k4(row, v, n, at, tokens, acc, True)  # Q5_K
+        row_dots_k4(row, v, n, at, acc, True)  # Q5_K (decode only: see has_token_lanes)
 
 
 @njit(**INLINE)

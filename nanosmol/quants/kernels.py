@@ -15,7 +15,8 @@ from numba import njit, prange
 
 from nanosmol.layers import silu
 from nanosmol.quants.blocks import BF16, F16, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q8_0, row_values
-from nanosmol.quants.intdot import dequantize_row_block32, dequantize_row_k4, has_int_dot, row_dot, row_dots
+from nanosmol.quants.intdot import (dequantize_row_block32, dequantize_row_k4, has_int_dot, has_token_lanes,
+                                    row_by_tokens, row_dot, row_dots)
 from nanosmol.quants.vecdot import PREFILL_TOKENS, dot_bf16, dot_f16, dot_f32
 from nanosmol.simd import stack_lanes, stack_token_lanes
 
@@ -113,16 +114,29 @@ def matmul_quantized(qtype, w, xq, n, out):
     for task in prange(n_tasks(w)):
         acc = stack_token_lanes()
         first, last = task_rows(w, task)
-        for t0 in range(0, whole, PREFILL_TOKENS):
-            for r in range(first, last):
-                row_dots(qtype, w[r], xq, n, t0 * n, PREFILL_TOKENS, acc)
-                for t in range(PREFILL_TOKENS):
-                    out[t0 + t, r] = acc[16 * t : 16 * t + 16].sum()
+        if has_token_lanes(qtype):
+            tokens_in_lanes(qtype, w, xq, n, out, whole, first, last, acc)
+        else:
+            for t0 in range(0, whole, PREFILL_TOKENS):
+                for r in range(first, last):
+                    row_dots(qtype, w[r], xq, n, t0 * n, PREFILL_TOKENS, acc)
+                    for t in range(PREFILL_TOKENS):
+                        out[t0 + t, r] = acc[16 * t : 16 * t + 16].sum()
         for t in range(whole, n_tokens):
             for r in range(first, last):
                 row_dots(qtype, w[r], xq, n, t * n, 1, acc)
                 out[t, r] = acc[:16].sum()
     return out
+
+
+@njit(inline="always", **JIT)
+def tokens_in_lanes(qtype, w, xq, n, out, whole, first, last, acc):
+    """Rows first..last against the first `whole` tokens, 8 at a time in the vector lanes."""
+    for t0 in range(0, whole, PREFILL_TOKENS):
+        for r in range(first, last):
+            row_by_tokens(qtype, w[r], xq, n, t0 * n, acc)
+            for t in range(PREFILL_TOKENS):
+                out[t0 + t, r] = acc[t]
 
 
 @njit(inline="always", **JIT)

@@ -9,10 +9,14 @@ a float scale. This is the shape of llama.cpp's AVX2 `ggml_vec_dot_q4_K_q8_K` an
 (scales unpacked with its 32-bit mask trick, the mins against the activation's 32-value sums);
 going through an unpacked-codes array on the stack instead cost half the speed.
 
-Prefill's forms (`_x8`) take PREFILL_TOKENS activations per weight block: the codes are cut
-once and meet every token's block, which is where a batch gains over repeated matvecs. The
-32-value types' prefill form runs a whole row, with the 8 tokens' float sums in the lanes of
-one vector (each 32 values carry their own scales, so per-token float work would dominate).
+Prefill's forms take PREFILL_TOKENS activations per weight block: the codes are cut once
+and meet every token's block, which is where a batch gains over repeated matvecs. Q4_K and
+Q5_K (`_by_tokens`) take the 8 tokens in the lanes of each vector, as llama.cpp's GEMMs put
+weight rows there: each 4 codes are spread over the lanes by one vpshufd and meet 8 tokens in
+one multiply, and scales, mins and float work come once per block for all 8 (with VNNI a
+vpdpbusd per vector; on AVX2 the vpmaddubsw pairs add up in int16). The other k-quants'
+`_x8` forms keep one token per vector; the 32-value types' run a whole row, with the 8
+tokens' float sums reduced into one vector's lanes.
 
 Each updates float32 accumulator lanes `acc`, 16 per token: acc[16t : 16t + 16] sums to token
 t's dot product (lanes 0-7 the scaled products, 8-15 the mins or offsets, already signed).
@@ -23,6 +27,7 @@ tests pin together; the prefill forms are pinned to the decode ones through the 
 
 from __future__ import annotations
 
+import functools
 import platform
 
 from llvmlite import binding as llvm_binding, ir
@@ -30,8 +35,8 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from nanosmol.simd import (I8x32, I16x16, I16x32, I32x8, I32x16, call_llvm, even_odd, madd_portable, madd_x86,
-                           splat, target_has_avx2, vector_at)
+from nanosmol.simd import (I8x32, I16x16, I16x32, I32x8, I32x16, call_llvm, dot_bytes_vnni, dot_pairs_vnni, even_odd,
+                           madd_portable, madd_x86, splat, target_has_avx2, target_has_vnni, vector_at)
 
 I8, I16, I32 = ir.IntType(8), ir.IntType(16), ir.IntType(32)
 llvm_binding.initialize_native_asmparser()  # for the one instruction written as inline assembly (spread)
@@ -48,6 +53,7 @@ class _Block:
         self.context, self.builder, self.sig, self.args = context, builder, signature, args
         self.madd = madd_portable if portable or not target_has_avx2(context) else madd_x86
         self.x86 = self.madd is madd_x86
+        self.vnni = self.x86 and target_has_vnni(context)
         self.native_halves = self.x86 or platform.machine() in ("aarch64", "arm64")  # F16C / fcvt
 
     def halves(self, byte_index, n: int):
@@ -138,6 +144,20 @@ class _Block:
         pshufb = ir.InlineAsm(ir.FunctionType(I8x32, [I8x32, I8x32]), "vpshufb $2, $1, $0", "=x,x,x")
         return b.bitcast(b.call(pshufb, [both, mask]), I16x16)
 
+    def madd_acc(self, acc, codes, x, scales):
+        """acc + madd(codes, x, scales); with VNNI, vpmaddwd and the add are one vpdpwssd."""
+        b = self.builder
+        if self.vnni:
+            return dot_pairs_vnni(b, acc, call_llvm(b, "llvm.x86.avx2.pmadd.ub.sw", I16x16, [codes, x]), scales)
+        return b.add(acc, self.madd(b, codes, x, scales))
+
+    def byte_dots(self, codes, x):
+        """int32x8: sums of 4 adjacent codes * x products (uint8 codes, int8 x, no pair above int16); with
+        VNNI one vpdpbusd."""
+        if self.vnni:
+            return dot_bytes_vnni(self.builder, _const(I32x8, 0), codes, x)
+        return self.madd(self.builder, codes, x, _const(I16x16, 1))
+
     def madd16(self, a, c):
         """Adjacent pairs of int16 products summed into int32: vpmaddwd on x86."""
         b, n = self.builder, a.type.count
@@ -199,7 +219,7 @@ def _dot_k4(five_bits: bool, portable: bool, tokens: int = 1):
                     spread = blk.spread(scales, sub, sub)
                     for t, x_t in enumerate(xs):
                         x = blk.load(3, blk.at(x_t, 32 * sub), I8x32)
-                        sumi[t] = b.add(sumi[t], blk.madd(b, codes, x, spread))
+                        sumi[t] = blk.madd_acc(sumi[t], codes, x, spread)
             d_dmin, mins = blk.two_halves(o), b.zext(mins, ir.VectorType(I16, 8))
             for t, x_t in enumerate(xs):
                 d, minus_dmin = blk.scaled_halves(d_dmin, blk.per_block(7, x_t, 256), -1.0)
@@ -210,6 +230,106 @@ def _dot_k4(five_bits: bool, portable: bool, tokens: int = 1):
         return types.none(acc, row, types.int64, q8, types.int64, types.int64, sum32, d256), codegen
 
     return dot_k4
+
+
+def _token_lanes_weights(b, codes, v: int):
+    """The weights that meet activation vector v (< 4) of a 32-value sub-block in token-lane
+    order (`intdot.transpose_tokens`): the codes' 4-byte group v in lanes 0-3, group v + 4 in
+    lanes 4-7, one vpshufd."""
+    words = b.bitcast(codes, I32x8)
+    lanes = [v] * 4 + [v + 4] * 4
+    return b.bitcast(b.shuffle_vector(words, words, ir.Constant(ir.VectorType(I32, 8), lanes)), I8x32)
+
+
+def _sub_block_by_tokens(blk: _Block, codes, q8_arg: int, x_at, max_code: int, scale):
+    """A 32-value sub-block's codes against 8 tokens in token lanes, times the integer scale:
+    two int32x8, one per 4 tokens, lane i and i + 4 holding token i's two halves of the sum.
+    The 4 shuffled weight vectors serve both groups of 4 tokens. Without VNNI the vpmaddubsw
+    pairs add up in int16 while max_code allows, and vpmaddwd applies the scale."""
+    b = blk.builder
+    w = [_token_lanes_weights(b, codes, v) for v in range(4)]
+    result = []
+    for quad in range(2):
+        x = [blk.load(q8_arg, blk.at(x_at, 128 * quad + 32 * v), I8x32) for v in range(4)]
+        if blk.vnni:  # vpdpbusd accumulates: no int16 limit
+            dots = functools.reduce(lambda total, v: dot_bytes_vnni(b, total, w[v], x[v]), range(4), _const(I32x8, 0))
+            result.append(b.mul(dots, splat(b, scale, I32x8)))
+            continue
+        if not blk.x86:
+            result.append(b.mul(functools.reduce(b.add, map(blk.byte_dots, w, x)), splat(b, scale, I32x8)))
+            continue
+        per_int16 = 32767 // (2 * max_code * 127)
+        scale16 = splat(b, b.trunc(scale, I16), I16x16)
+        sums = None
+        for first in range(0, 4, per_int16):
+            pairs = [call_llvm(b, "llvm.x86.avx2.pmadd.ub.sw", I16x16, [w[v], x[v]]) for v in range(first, min(4, first + per_int16))]
+            scaled = blk.madd16(functools.reduce(b.add, pairs), scale16)
+            sums = scaled if sums is None else b.add(sums, scaled)
+        result.append(sums)
+    return result
+
+
+def _tokens_from_halves(b, quads):
+    """int32x8 lane t: token t's sum, from the two quads' (token, half) lanes."""
+    pick = lambda first: ir.Constant(ir.VectorType(I32, 8), [first + i for i in range(4)] + [first + 8 + i for i in range(4)])
+    return b.add(b.shuffle_vector(quads[0], quads[1], pick(0)), b.shuffle_vector(quads[0], quads[1], pick(4)))
+
+
+def _row_k4_by_tokens(five_bits: bool, portable: bool = False):
+    @intrinsic
+    def row_k4(typingctx, sums, row, q8, x_at, d8, s8, n_blocks):
+        """Prefill: a whole Q4_K (or Q5_K) row against 8 tokens whose activations are laid out
+        token by token in each vector's lanes (`intdot.transpose_tokens`: q8 from x_at, their
+        scales d8 and sums of 32 s8 from x_at // 256 and x_at // 32). sums[t] = token t's dot.
+
+        With the tokens in the lanes, a sub-block's 8 vectors of activations meet its codes
+        (each 4 bytes spread over the lanes) in 8 multiplies, and scales and mins are applied
+        once per sub-block (per block) for all 8 tokens: no horizontal sums, no per-token work.
+        """
+
+        def codegen(context, builder, signature, args):
+            blk, b = _Block(context, builder, signature, args, portable), builder
+            f32x8 = ir.VectorType(ir.FloatType(), 8)
+            acc = cgutils.alloca_once_value(b, ir.Constant(f32x8, [0.0] * 8))
+            block_bytes = 176 if five_bits else 144
+            with cgutils.for_range(b, args[6]) as loop:
+                o = b.mul(loop.index, ir.Constant(loop.index.type, block_bytes))
+                x0 = b.add(args[3], b.mul(loop.index, ir.Constant(loop.index.type, 256 * 8)))
+                scales, mins = (b.zext(m, I32x8) for m in _k4_scales_mins(blk, o))
+                qs = blk.at(o, 48 if five_bits else 16)
+                if five_bits:
+                    qh = blk.load(1, blk.at(o, 16), I8x32)
+                quads = [_const(I32x8, 0)] * 2
+                for pair in range(4):
+                    packed = blk.load(1, blk.at(qs, 32 * pair), I8x32)
+                    low, high = b.and_(packed, _const(I8x32, 15)), b.lshr(packed, _const(I8x32, 4))
+                    if five_bits:
+                        fifth = lambda bit: b.shl(b.and_(b.lshr(qh, _const(I8x32, bit)), _const(I8x32, 1)), _const(I8x32, 4))
+                        low, high = b.or_(low, fifth(2 * pair)), b.or_(high, fifth(2 * pair + 1))
+                    for codes, sub in ((low, 2 * pair), (high, 2 * pair + 1)):
+                        scale = b.extract_element(scales, ir.Constant(I32, sub))
+                        dots = _sub_block_by_tokens(blk, codes, 2, blk.at(x0, 256 * sub), 31 if five_bits else 15, scale)
+                        quads = [b.add(total, dot) for total, dot in zip(quads, dots)]
+                total = _tokens_from_halves(b, quads)
+                # mins: lane t gets sum over sub-blocks of min * token t's sum of 32 (int16 pairs, s8)
+                s_at = b.lshr(x0, ir.Constant(x0.type, 5))
+                mins16 = b.trunc(b.shuffle_vector(mins, mins, ir.Constant(ir.VectorType(I32, 16), list(range(8)) * 2)), I16x16)
+                minsum = _const(I32x8, 0)
+                for pair in range(4):
+                    sums = blk.load(5, blk.at(s_at, 16 * pair), I16x16)
+                    m = b.shuffle_vector(mins16, mins16, ir.Constant(ir.VectorType(I32, 16), [2 * pair, 2 * pair + 1] * 8))
+                    minsum = b.add(minsum, blk.madd16(sums, m))
+                d, dmin = (b.extract_element(blk.two_halves(o), ir.Constant(I32, i)) for i in (0, 1))
+                dx = blk.load(4, b.lshr(x0, ir.Constant(x0.type, 8)), f32x8)
+                value = b.fsub(b.fmul(b.sitofp(total, f32x8), splat(b, d, f32x8), flags=["fast"]),
+                               b.fmul(b.sitofp(minsum, f32x8), splat(b, dmin, f32x8), flags=["fast"]), flags=["fast"])
+                b.store(b.fadd(b.load(acc), b.fmul(value, dx, flags=["fast"]), flags=["fast"]), acc)
+            b.store(b.load(acc), vector_at(context, b, signature.args[0], args[0], 0, f32x8), align=4)
+            return context.get_dummy_value()
+
+        return types.none(sums, row, q8, types.int64, d8, s8, types.int64), codegen
+
+    return row_k4
 
 
 def _dot_q6_k(portable: bool, tokens: int = 1):
@@ -241,7 +361,7 @@ def _dot_q6_k(portable: bool, tokens: int = 1):
                     spread = blk.spread(half_scales, 2 * j, 2 * j + 1)
                     for t, x_t in enumerate(xs):
                         x = blk.load(3, blk.at(x_t, 128 * half + 32 * j), I8x32)
-                        sumi[t] = b.add(sumi[t], blk.madd(b, codes, x, spread))
+                        sumi[t] = blk.madd_acc(sumi[t], codes, x, spread)
             d = b.extract_element(blk.two_halves(blk.at(o, 206)), ir.Constant(I32, 1))
             for t, x_t in enumerate(xs):
                 # The -32: 32 * sum over sub-blocks of 16 of scale * (sum of their 16 x values).
@@ -309,7 +429,7 @@ def _dot_low_k(kind: str, portable: bool, tokens: int = 1):
                     spread = blk.spread(half_scales, 2 * j, 2 * j + 1)
                     for t, x_t in enumerate(xs):
                         x = blk.load(3, blk.at(x_t, 128 * half + 32 * j), I8x32)
-                        sumi[t] = b.add(sumi[t], blk.madd(b, codes, x, spread))
+                        sumi[t] = blk.madd_acc(sumi[t], codes, x, spread)
             for t, x_t in enumerate(xs):
                 x_sums, dx = blk.per_block(6, x_t, 16, I16x16), blk.per_block(7, x_t, 256)
                 if kind == "Q2_K":
@@ -337,7 +457,7 @@ def _signed_madd(blk: _Block, w, x):
     if blk.x86:
         magnitude = call_llvm(b, "llvm.abs.v32i8", I8x32, [w, ir.Constant(ir.IntType(1), 0)])
         signed_x = call_llvm(b, "llvm.x86.avx2.psign.b", I8x32, [x, w])
-        return madd_x86(b, magnitude, signed_x, _const(I16x16, 1))
+        return blk.byte_dots(magnitude, signed_x)
     products = b.mul(b.sext(w, I16x32), b.sext(x, I16x32))
     pairs = b.sext(b.add(*even_odd(b, products, 16)), I32x16)
     return b.add(*even_odd(b, pairs, 8))
@@ -380,7 +500,7 @@ def _block32_terms(type_name: str):
             m = b.fmul(d, ir.Constant(ir.FloatType(), -8.0 if type_name == "Q4_0" else -16.0), flags=["fast"])
         else:
             m = b.extract_element(d_m, ir.Constant(I32, 1))
-        return [blk.madd(b, codes, blk.load(3, x, I8x32), _const(I16x16, 1)) for x in xs], d, m
+        return [blk.byte_dots(codes, blk.load(3, x, I8x32)) for x in xs], d, m
 
     return terms
 
@@ -504,9 +624,11 @@ def _forms32(terms, block_bytes: int):
     return _dot32(terms, False), _dot32(terms, True), _row32(terms, block_bytes)
 
 
-dot_q4_k, dot_q4_k_portable, dot_q4_k_x8 = _forms(_dot_k4, False)
-dot_q5_k, dot_q5_k_portable, dot_q5_k_x8 = _forms(_dot_k4, True)
+dot_q4_k, dot_q4_k_portable = _dot_k4(False, False), _dot_k4(False, True)
+dot_q5_k, dot_q5_k_portable = _dot_k4(True, False), _dot_k4(True, True)
 dot_q6_k, dot_q6_k_portable, dot_q6_k_x8 = _forms(_dot_q6_k)
+row_q4_k_by_tokens, row_q4_k_by_tokens_portable = _row_k4_by_tokens(False), _row_k4_by_tokens(False, True)
+row_q5_k_by_tokens, row_q5_k_by_tokens_portable = _row_k4_by_tokens(True), _row_k4_by_tokens(True, True)
 dot_q2_k, dot_q2_k_portable, dot_q2_k_x8 = _forms(_dot_low_k, "Q2_K")
 dot_q3_k, dot_q3_k_portable, dot_q3_k_x8 = _forms(_dot_low_k, "Q3_K")
 dot_q8_0, dot_q8_0_portable, row_q8_0_x8 = _forms32(_q8_0_terms, 34)
