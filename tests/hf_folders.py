@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 from gguf import GGMLQuantizationType as T
+from gguf.quants import dequantize
 from safetensors import TensorSpec, serialize_file
 
 from nanosmol.gguf_file import GGUFFile
@@ -87,8 +88,8 @@ def hf_config(meta: dict, arch: str, tied: bool) -> dict:
 
 def write_hf_folder(gguf_path: str | Path, folder: str | Path, shards: int = 1, config: dict | None = None,
                     chat_template: str | None = CHATML) -> Path:
-    """The GGUF fixture (float types only) as a Hugging Face folder; shards > 1 writes an index,
-    config holds config.json entries to change."""
+    """The GGUF file as a Hugging Face folder (float tensors copied, quantized ones dequantized
+    to BF16); shards > 1 writes an index, config holds config.json entries to change."""
     gguf, folder = GGUFFile(gguf_path), Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     meta = gguf.metadata
@@ -96,11 +97,13 @@ def write_hf_folder(gguf_path: str | Path, folder: str | Path, shards: int = 1, 
     n_head, n_head_kv = meta[f"{arch}.attention.head_count"], meta[f"{arch}.attention.head_count_kv"]
     tensors = {}
     for name, info in gguf.tensors.items():
-        rows = gguf.tensor_data(name).reshape(info.rows, -1)
+        rows, qtype = gguf.tensor_data(name).reshape(info.rows, -1), info.type
+        if qtype not in SAFETENSORS_DTYPES:  # a quantized tensor: its values, in BF16
+            rows, qtype = bfloat16_bytes(dequantize(rows, qtype)), T.BF16
         if ".attn_q." in name or ".attn_k." in name:
             rows = pairs_to_rotate_half(rows, n_head if ".attn_q." in name else n_head_kv)
         shape = [info.cols] if len(info.shape) == 1 else [info.rows, info.cols]
-        tensors[hf_name(name)] = (SAFETENSORS_DTYPES[info.type], shape, np.ascontiguousarray(rows))
+        tensors[hf_name(name)] = (SAFETENSORS_DTYPES[qtype], shape, np.ascontiguousarray(rows))
     write_shards(tensors, folder, shards)
     tied = "output.weight" not in gguf.tensors
     (folder / "config.json").write_text(json.dumps(hf_config(meta, arch, tied) | (config or {}), indent=1))
@@ -112,6 +115,13 @@ def write_hf_folder(gguf_path: str | Path, folder: str | Path, shards: int = 1, 
         tokenizer_config["chat_template"] = chat_template
     (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=1))
     return folder
+
+
+def bfloat16_bytes(values: np.ndarray) -> np.ndarray:
+    """float32 values as BF16 bytes, rounded to nearest even (as torch rounds)."""
+    bits = values.astype(np.float32).view(np.uint32)
+    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+    return rounded.view(np.uint8).reshape(values.shape[0], -1)
 
 
 def write_shards(tensors: dict, folder: Path, shards: int) -> None:

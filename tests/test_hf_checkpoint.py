@@ -45,8 +45,8 @@ def relative_error(ours: np.ndarray, expected: np.ndarray) -> float:
     return float(np.abs(ours - expected).max() / np.abs(expected).max())
 
 
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+def invoke(*args, input=None):
+    return CliRunner().invoke(main, [str(a) for a in args], input=input, catch_exceptions=False)
 
 
 @settings(max_examples=50, deadline=None)
@@ -131,6 +131,19 @@ def test_cli_inspect_a_folder():
     assert result.exit_code == 0 and report["validation"] == {"runnable": True, "problems": []}
     assert report["architecture"] == "smollm3" and report["nope_layers"] == [3, 7]
     assert {k: v["tensors"] for k, v in report["quant_mix"].items()} == {"BF16": 57, "F32": 17}
+
+
+def test_perplexity_bench_and_chat_take_a_folder(tmp_path):
+    gguf = "micro-llama-BF16.gguf"
+    text = tmp_path / "text.txt"
+    text.write_text("The quick brown fox jumps over the lazy dog. " * 12)
+    scores = [invoke("perplexity", "-m", path, text, "-c", "64").stdout for path in (folder_of(gguf), MICRO / gguf)]
+    assert scores[0].startswith("perplexity: ") and scores[0] == scores[1]
+    bench = invoke("bench", "-m", folder_of(gguf), "-p", "16", "-n", "4", "-r", "1", "-t", "1", "--json")
+    assert bench.exit_code == 0 and [r["test"] for r in json.loads(bench.stdout)] == ["pp16", "tg4"]
+    chats = [invoke("chat", "-m", path, "--temp", "0", "-n", "6", input="hello\nagain\n").stdout
+             for path in (folder_of(gguf), MICRO / gguf)]
+    assert chats[0] == chats[1] and chats[0].strip()
 
 
 def broken(tmp_path, change) -> Path:

@@ -56,7 +56,9 @@ def rotate_half_to_pairs(rows: np.ndarray, n_head: int) -> np.ndarray:
     dimension j with j + head_dim/2) to GGUF's (pairs 2j with 2j+1): llama.cpp's converter
     does this permutation, and the engine's RoPE rotates adjacent pairs. A copy."""
     n, width = rows.shape
-    return np.ascontiguousarray(rows.reshape(n_head, 2, n // n_head // 2, width).swapaxes(1, 2).reshape(n, width))
+    permuted = np.ascontiguousarray(rows.reshape(n_head, 2, n // n_head // 2, width).swapaxes(1, 2).reshape(n, width))
+    permuted.flags.writeable = False  # read-only as the mapped weights: the kernels compiled for GGUF fit
+    return permuted
 
 
 class HFFolder:
