@@ -201,6 +201,14 @@ def test_broken_folder_is_one_line_exit_2(tmp_path, problem):
     assert len(lines) == 1 and lines[0].startswith(f"error: {folder}: ") and message in lines[0], lines
 
 
+def test_inspect_lists_the_problems_of_a_folder_it_can_open(tmp_path):
+    folder = broken(tmp_path, lambda f: edit_json(f / "config.json", num_attention_heads=6, num_key_value_heads=3))
+    result = invoke("inspect-gguf", folder, "--json")
+    report = json.loads(result.output)
+    assert result.exit_code == 0 and not report["validation"]["runnable"]
+    assert "tensor blk.0.attn_q.weight has shape [256, 256], expected [256, 252]" in report["validation"]["problems"]
+
+
 def test_broken_folder_in_a_real_process_has_no_traceback(tmp_path):
     folder = broken(tmp_path, lambda f: truncate(f / "model-00002-of-00002.safetensors"))
     proc = subprocess.run([sys.executable, "-m", "nanosmol", "inspect-gguf", str(folder)], capture_output=True, text=True)

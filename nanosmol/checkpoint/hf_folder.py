@@ -18,6 +18,7 @@ from gguf import GGMLQuantizationType as T
 
 from nanosmol.checkpoint.hf_config import gguf_metadata
 from nanosmol.checkpoint.safetensors_shards import CheckpointError, StoredTensor, read_json, read_tensors, shard_names
+from nanosmol.config import MAX_LAYERS
 from nanosmol.gguf_file import TensorInfo
 from nanosmol.tokenizer import Tokenizer
 
@@ -74,10 +75,11 @@ class HFFolder:
         config = read_json(folder / "config.json")
         self.metadata = gguf_metadata(config)
         arch = self.metadata["general.architecture"]
-        self.n_head = self.metadata.get(f"{arch}.attention.head_count")
-        self.n_head_kv = self.metadata.get(f"{arch}.attention.head_count_kv", self.n_head)
+        # For the Q/K permutation; ModelConfig checks them before any tensor is read.
+        self.n_head = positive_int(self.metadata.get(f"{arch}.attention.head_count"))
+        self.n_head_kv = positive_int(self.metadata.get(f"{arch}.attention.head_count_kv", self.n_head))
         n_layer = self.metadata.get(f"{arch}.block_count")
-        if not isinstance(n_layer, int) or not 0 < n_layer <= 4096:
+        if not isinstance(n_layer, int) or not 0 < n_layer <= MAX_LAYERS:
             raise CheckpointError(f"config.json: num_hidden_layers = {str(n_layer)[:40]} is not a layer count")
         where = shard_names(folder)
         tie = config.get("tie_word_embeddings")  # absent: tied when there is no lm_head
@@ -99,14 +101,19 @@ class HFFolder:
         info, stored = self.tensors[name], self._stored[name]
         raw = stored.data.reshape(info.rows, -1)
         kind = name.rsplit(".", 2)[-2]
-        if kind in ("attn_q", "attn_k"):
-            if name not in self._permuted:
-                self._permuted[name] = rotate_half_to_pairs(raw, self.n_head if kind == "attn_q" else self.n_head_kv)
-            return self._permuted[name]
-        return raw
+        heads = self.n_head if kind == "attn_q" else self.n_head_kv if kind == "attn_k" else None
+        if heads is None or info.rows % (2 * heads):  # not Q or K, or a shape the config check refuses
+            return raw
+        if name not in self._permuted:
+            self._permuted[name] = rotate_half_to_pairs(raw, heads)
+        return self._permuted[name]
 
     def close(self) -> None:
         self._stored, self._permuted = {}, {}
+
+
+def positive_int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1
 
 
 def tensor_info(name: str, stored: StoredTensor) -> TensorInfo:
