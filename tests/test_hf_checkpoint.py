@@ -27,13 +27,17 @@ FLOAT_FIXTURES = [f"micro-{arch}-{t}.gguf" for arch in ("llama", "smollm3") for 
 TRANSFORMERS_LOGITS = Path(__file__).parent / "data" / "hf_logits.npz"
 
 
-@functools.lru_cache(maxsize=None)
-def folder_of(gguf: str, shards: int = 1, config: str = "{}") -> Path:
-    """The fixture as a folder, made once per session (config: JSON of config.json changes)."""
-    import tempfile
+@pytest.fixture(scope="session")
+def folder_of(tmp_path_factory):
+    """folder_of(gguf, shards, config): the fixture as a folder, made once per session
+    (config: JSON of the config.json entries to change)."""
 
-    root = Path(tempfile.mkdtemp(prefix="nanosmol-hf-"))
-    return write_hf_folder(MICRO / gguf, root / gguf.removesuffix(".gguf"), shards=shards, config=json.loads(config))
+    @functools.lru_cache(maxsize=None)
+    def make(gguf: str, shards: int = 1, config: str = "{}") -> Path:
+        root = tmp_path_factory.mktemp("hf")
+        return write_hf_folder(MICRO / gguf, root / gguf.removesuffix(".gguf"), shards=shards, config=json.loads(config))
+
+    return make
 
 
 @functools.lru_cache(maxsize=None)
@@ -59,7 +63,7 @@ def test_qk_permutation_inverts_llama_cpp_conversion(n_head, half, width):
 
 
 @pytest.mark.parametrize("gguf", FLOAT_FIXTURES)
-def test_folder_gives_llama_cpp_logits_as_the_gguf_does(gguf):
+def test_folder_gives_llama_cpp_logits_as_the_gguf_does(gguf, folder_of):
     folder, original = load(folder_of(gguf)), load(MICRO / gguf)
     for seq, tokens in SEQS[gguf].items():
         ours = folder.logits(tokens)
@@ -71,7 +75,7 @@ def test_folder_gives_llama_cpp_logits_as_the_gguf_does(gguf):
 
 
 @pytest.mark.parametrize("case", list(ORACLE_CASES))
-def test_folder_gives_transformers_logits(case):
+def test_folder_gives_transformers_logits(case, folder_of):
     gguf, config = ORACLE_CASES[case]
     model = load(folder_of(gguf, config=json.dumps(config)))
     recorded = np.load(TRANSFORMERS_LOGITS)
@@ -79,7 +83,7 @@ def test_folder_gives_transformers_logits(case):
         assert relative_error(model.logits(tokens), recorded[f"{case}.{seq}"]) < 1e-3
 
 
-def test_no_rope_layers_and_rope_scaling_are_honoured():
+def test_no_rope_layers_and_rope_scaling_are_honoured(folder_of):
     """The oracle cases that leave llama.cpp's conventions change the logits: a model that
     ignored the list or the scaling would fail test_folder_gives_transformers_logits."""
     recorded = np.load(TRANSFORMERS_LOGITS)
@@ -89,14 +93,14 @@ def test_no_rope_layers_and_rope_scaling_are_honoured():
                 ).config.nope_layers == (1, 4)
 
 
-def test_sharded_checkpoint_gives_the_same_logits():
+def test_sharded_checkpoint_gives_the_same_logits(folder_of):
     tokens = SEQS["micro-llama-BF16.gguf"]["a"]
     sharded = folder_of("micro-llama-BF16.gguf", shards=3)
     assert len(list(sharded.glob("model-*-of-00003.safetensors"))) == 3
     assert np.array_equal(load(sharded).logits(tokens), load(folder_of("micro-llama-BF16.gguf")).logits(tokens))
 
 
-def test_tokenizer_json_gives_the_gguf_token_ids():
+def test_tokenizer_json_gives_the_gguf_token_ids(folder_of):
     texts = ["Hello world", " 12345 numbers", "<|im_start|>user\nHi<|im_end|>", "naïve café 🙂", "  spaces\n\n"]
     for gguf in ("micro-llama-F16.gguf", "micro-smollm3-F16.gguf"):
         folder, original = load(folder_of(gguf)), load(MICRO / gguf)
@@ -118,14 +122,14 @@ def test_chat_template_from_tokenizer_config_or_chat_template_jinja(tmp_path):
     assert "/think" in thinking and "/no_think" in plain and plain.endswith("<think>\n\n</think>\n")
 
 
-def test_cli_run_on_a_folder_equals_run_on_the_gguf():
+def test_cli_run_on_a_folder_equals_run_on_the_gguf(folder_of):
     args = ["--raw", "-n", "8", "--temp", "0", "hello"]
     on_folder = invoke("run", "-m", folder_of("micro-smollm3-BF16.gguf"), *args)
     on_gguf = invoke("run", "-m", MICRO / "micro-smollm3-BF16.gguf", *args)
     assert on_folder.exit_code == 0 and on_folder.stdout == on_gguf.stdout and on_folder.stdout.strip()
 
 
-def test_cli_inspect_a_folder():
+def test_cli_inspect_a_folder(folder_of):
     result = invoke("inspect-gguf", folder_of("micro-smollm3-BF16.gguf"), "--json")
     report = json.loads(result.output)
     assert result.exit_code == 0 and report["validation"] == {"runnable": True, "problems": []}
@@ -133,7 +137,7 @@ def test_cli_inspect_a_folder():
     assert {k: v["tensors"] for k, v in report["quant_mix"].items()} == {"BF16": 57, "F32": 17}
 
 
-def test_perplexity_bench_and_chat_take_a_folder(tmp_path):
+def test_perplexity_bench_and_chat_take_a_folder(tmp_path, folder_of):
     gguf = "micro-llama-BF16.gguf"
     text = tmp_path / "text.txt"
     text.write_text("The quick brown fox jumps over the lazy dog. " * 12)
