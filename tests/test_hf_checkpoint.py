@@ -213,6 +213,30 @@ def test_inspect_lists_the_problems_of_a_folder_it_can_open(tmp_path):
     assert "tensor blk.0.attn_q.weight has shape [256, 256], expected [256, 252]" in report["validation"]["problems"]
 
 
+JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=8),
+                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+                           max_leaves=6)
+CONFIG_KEYS = ["architectures", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+               "num_key_value_heads", "head_dim", "max_position_embeddings", "rope_theta", "rms_norm_eps",
+               "vocab_size", "tie_word_embeddings", "rope_scaling", "no_rope_layers", "no_rope_layer_interval"]
+TOKENIZER_KEYS = ["bos_token", "eos_token", "add_bos_token", "chat_template"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_any_config_value_loads_or_is_one_line(tmp_path_factory, data):
+    """config.json and tokenizer_config.json are untrusted: whatever a key holds, the folder
+    runs or the CLI says why in one line (an uncaught exception fails the test)."""
+    folder = write_hf_folder(MICRO / "micro-smollm3-F16.gguf", tmp_path_factory.mktemp("fuzz"))
+    file, keys = data.draw(st.sampled_from([("config.json", CONFIG_KEYS), ("tokenizer_config.json", TOKENIZER_KEYS)]))
+    edit_json(folder / file, **{data.draw(st.sampled_from(keys)): data.draw(JSON_VALUES)})
+    for args in (["inspect-gguf", folder, "--json"], ["run", "-m", folder, "-n", "2", "hi"]):
+        result = invoke(*args)
+        assert result.exit_code in (0, 2)
+        if result.exit_code == 2:
+            assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error: ")
+
+
 def test_broken_folder_in_a_real_process_has_no_traceback(tmp_path):
     folder = broken(tmp_path, lambda f: truncate(f / "model-00002-of-00002.safetensors"))
     proc = subprocess.run([sys.executable, "-m", "nanosmol", "inspect-gguf", str(folder)], capture_output=True, text=True)

@@ -32,7 +32,7 @@ def architecture(config: dict[str, Any]) -> str:
     """The GGUF architecture name of the config's model class."""
     names = config.get("architectures")
     name = names[0] if isinstance(names, list) and len(names) == 1 else names
-    if name not in ARCHITECTURES:
+    if not isinstance(name, str) or name not in ARCHITECTURES:
         raise CheckpointError(f"architecture {str(name)[:60]} is not supported (supported: {', '.join(ARCHITECTURES)})")
     return ARCHITECTURES[name]
 
