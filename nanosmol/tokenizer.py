@@ -25,6 +25,8 @@ LLAMA3_REGEX = (
     r"|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 
+MAX_VOCAB = 1 << 22  # token ids a tokenizer.json may use (SmolLM3 has 128,256)
+
 # Texts llama.cpp treats as end-of-generation when the vocabulary has them as special tokens.
 EOG_TEXTS = frozenset({
     "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|eom_id|>", "<EOT>",
@@ -171,7 +173,10 @@ class Tokenizer:
         if not isinstance(hf.model, models.BPE) or not isinstance(hf.decoder, decoders.ByteLevel):
             raise TokenizerError("tokenizer.json is not a byte-level BPE tokenizer, the only kind nanosmol reads")
         vocab = hf.get_vocab(with_added_tokens=True)
-        tokens = [f"<unused{i}>" for i in range(max(vocab_size, max(vocab.values(), default=-1) + 1))]
+        n_tokens = max(vocab_size, max(vocab.values(), default=-1) + 1)
+        if n_tokens > MAX_VOCAB:  # ids are the list's indices: a hostile id must not allocate gigabytes
+            raise TokenizerError(f"tokenizer.json has token ids up to {n_tokens - 1}, more than {MAX_VOCAB} tokens")
+        tokens = [f"<unused{i}>" for i in range(n_tokens)]
         types = [TOKEN_UNUSED] * len(tokens)
         for text, i in vocab.items():
             tokens[i], types[i] = text, TOKEN_NORMAL

@@ -182,6 +182,8 @@ BROKEN = {
     "tokenizer": (lambda f: (f / "tokenizer.json").write_text('{"model": {"type": "nonsense"}}'),
                   "tokenizer.json cannot be read"),
     "no tokenizer": (lambda f: (f / "tokenizer.json").unlink(), "no tokenizer.json"),
+    "token id": (lambda f: (f / "tokenizer.json").write_text((f / "tokenizer.json").read_text().replace(
+        '"</think>":266', '"</think>":2147483000')), "more than 4194304 tokens"),
     "config json": (lambda f: (f / "config.json").write_text("{not json"), "config.json is not valid JSON"),
     "no config": (lambda f: (f / "config.json").unlink(), "no config.json"),
     "hyperparameter": (lambda f: edit_json(f / "config.json", num_attention_heads="four"),
