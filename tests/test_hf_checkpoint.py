@@ -215,9 +215,12 @@ def test_inspect_lists_the_problems_of_a_folder_it_can_open(tmp_path):
     assert "tensor blk.0.attn_q.weight has shape [256, 256], expected [256, 252]" in report["validation"]["problems"]
 
 
-JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=8),
-                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
-                           max_leaves=6)
+def json_containers(values):
+    return st.lists(values, max_size=4) | st.dictionaries(st.text(max_size=6), values, max_size=3)
+
+
+JSON_SCALARS = st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=8)
+JSON_VALUES = st.recursive(JSON_SCALARS, json_containers, max_leaves=6)
 CONFIG_KEYS = ["architectures", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
                "num_key_value_heads", "head_dim", "max_position_embeddings", "rope_theta", "rms_norm_eps",
                "vocab_size", "tie_word_embeddings", "rope_scaling", "no_rope_layers", "no_rope_layer_interval"]
