@@ -10,13 +10,12 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from nanosmol.checkpoint import load_tokenizer, open_checkpoint
 from nanosmol.chat import THINK_CLOSE, ChatPiece, ChatTemplateError, ThinkingSplitter, opens_thinking, render_chat
 from nanosmol.config import ConfigError, ModelConfig, tensor_problems
 from nanosmol.finite import NonFiniteWeightsError, check_finite
 from nanosmol.generate import GenerationStats, StopScanner, generate_tokens, stream_text
-from nanosmol.gguf_file import GGUFFile
 from nanosmol.sampling import Sampler, SamplingParams
-from nanosmol.tokenizer import Tokenizer
 
 
 # chat() prefills in blocks at fixed positions and reuses the cache in whole blocks
@@ -38,7 +37,7 @@ def block_end(position: int) -> int:
 
 
 def load(path: str | os.PathLike | None = None, n_ctx: int = 4096, n_threads: int | None = None) -> "Model":
-    """Open a GGUF model (default: SmolLM2-135M-Instruct, fetched on first use)."""
+    """Open a GGUF file or a Hugging Face checkpoint folder (default: SmolLM2-135M-Instruct, fetched on first use)."""
     if path is None:
         from nanosmol.download import default_model_path
 
@@ -51,20 +50,20 @@ class Model:
         timings = {}
         start = time.perf_counter()
         self.path = Path(path)
-        self.gguf = GGUFFile(self.path)
-        self.config = ModelConfig.from_gguf(self.gguf.metadata, self.gguf.tensors)
-        problems = tensor_problems(self.config, self.gguf.tensors)
+        self.checkpoint = open_checkpoint(self.path)  # a GGUF file, or a folder shown as one
+        self.config = ModelConfig.from_gguf(self.checkpoint.metadata, self.checkpoint.tensors)
+        problems = tensor_problems(self.config, self.checkpoint.tensors)
         if problems:
             more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
             raise ConfigError(f"not a runnable {self.config.arch} model: {problems[0]}{more}")
         timings["parse"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        check_finite(self.gguf, self.config.required_tensors())
+        check_finite(self.checkpoint, self.config.required_tensors())
         timings["scan"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        self.tokenizer = Tokenizer.from_metadata(self.gguf.metadata)
+        self.tokenizer = load_tokenizer(self.checkpoint)
         timings["tokenizer"] = time.perf_counter() - start
 
         start = time.perf_counter()
@@ -72,13 +71,13 @@ class Model:
         announce_compilation()
         from nanosmol.model import Transformer  # imports the jitted kernels
 
-        self.transformer = Transformer(self.gguf, self.config, n_ctx=n_ctx)
+        self.transformer = Transformer(self.checkpoint, self.config, n_ctx=n_ctx)
         timings["weights"] = time.perf_counter() - start
         self.load_timings = timings  # seconds: metadata parse, NaN scan, tokenizer build, weights and kernels
         self.n_ctx = n_ctx
         self._cached_ids: list[int] = []  # the tokens the KV cache holds, in order
         self._n_prefilled = 0  # how many of them chat() prefilled in aligned blocks (reusable)
-        self.chat_template: str | None = self.gguf.metadata.get("tokenizer.chat_template")  # None: ChatML
+        self.chat_template: str | None = self.checkpoint.metadata.get("tokenizer.chat_template")  # None: ChatML
         self.last_stats = GenerationStats()  # of the last generate() or chat()
 
     # -- tokens ---------------------------------------------------------------------

@@ -53,7 +53,7 @@ def time_decode(model: Model, n: int) -> float:
 
 def run_bench(model: Model, prompt_lengths, gen_lengths, thread_counts, repetitions: int, log=None):
     """Yield one BenchRecord per (threads, test); the first repetition of each is a warm-up."""
-    size = model.gguf.file_size
+    size = model.checkpoint.file_size
     for threads in thread_counts:
         model.n_threads = set_threads(threads)  # the model keeps it on whichever thread runs it
         tests = [(f"pp{n}", time_prefill, n) for n in prompt_lengths]

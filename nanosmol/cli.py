@@ -8,7 +8,7 @@ import time
 
 import click
 
-from nanosmol.gguf_file import GGUFError, GGUFFile
+from nanosmol.gguf_file import GGUFError
 
 
 def fail(path: str, message: str, status: int = 2):
@@ -18,10 +18,13 @@ def fail(path: str, message: str, status: int = 2):
     sys.exit(status)
 
 
-def open_gguf(path: str) -> GGUFFile:
+def open_source(path: str):
+    """A GGUF file or a Hugging Face folder (nanosmol.checkpoint), or one line and exit 2."""
+    from nanosmol.checkpoint import open_checkpoint
+
     try:
-        return GGUFFile(path)
-    except GGUFError as e:
+        return open_checkpoint(path)
+    except ValueError as e:  # GGUFError, CheckpointError, TokenizerError
         fail(path, str(e))
     except OSError as e:
         fail(path, e.strerror or str(e))
@@ -34,17 +37,17 @@ def main():
 
 
 @main.command("inspect-gguf")
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=click.Path())
 @click.option("--tensors", is_flag=True, help="List every tensor: name, type, shape, bytes, offset.")
 @click.option("--metadata", is_flag=True, help="Print every metadata key (long arrays shortened).")
 @click.option("--template", is_flag=True, help="Print the chat template.")
 @click.option("--ctx", type=click.IntRange(min=1), help="Estimate memory for running at this context.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object, for scripts.")
 def inspect_gguf(file, tensors, metadata, template, ctx, as_json):
-    """Explain a GGUF file and tell whether nanosmol can run it."""
+    """Explain a GGUF file (or Hugging Face folder) and tell whether nanosmol can run it."""
     from nanosmol.inspect_gguf import build_report, format_metadata, format_report
 
-    gguf = open_gguf(file)
+    gguf = open_source(file)
     report = build_report(gguf, ctx=ctx, with_tensors=tensors)
     if as_json:
         if metadata:
@@ -63,11 +66,14 @@ def inspect_gguf(file, tensors, metadata, template, ctx, as_json):
         click.echo(format_metadata(gguf.metadata))
 
 
+MODEL_HELP = ("GGUF file or Hugging Face checkpoint folder "
+              "(default: SmolLM2-135M-Instruct Q4_1, fetched on first use).")
+
+
 def model_options(f):
     """Options shared by the commands that load a model."""
     options = [
-        click.option("-m", "--model", "model_path", type=click.Path(dir_okay=False),
-                     help="GGUF file (default: SmolLM2-135M-Instruct Q4_1, fetched on first use)."),
+        click.option("-m", "--model", "model_path", type=click.Path(), help=MODEL_HELP),
         click.option("-c", "--ctx", "n_ctx", type=click.IntRange(min=8), default=4096, show_default=True,
                      help="Context size in tokens (KV cache slots)."),
         click.option("-t", "--threads", "n_threads", type=click.IntRange(min=1), help="Threads (default: one per physical core)."),
@@ -204,7 +210,7 @@ def int_list(ctx, param, value: str) -> list[int]:
 
 
 @main.command()
-@click.option("-m", "--model", "model_path", type=click.Path(dir_okay=False), help="GGUF file (default model if omitted).")
+@click.option("-m", "--model", "model_path", type=click.Path(), help=MODEL_HELP)
 @click.option("-p", "--prompt-lengths", default="64,512", show_default=True, callback=int_list,
               help="Prefill tests: prompt lengths, comma-separated (0 = none).")
 @click.option("-n", "--gen-lengths", default="32", show_default=True, callback=int_list,
@@ -335,8 +341,7 @@ def print_reply(pieces, styled: bool, hide_thinking: bool) -> None:
 
 
 @main.command()
-@click.option("-m", "--model", "model_path", type=click.Path(dir_okay=False),
-              help="GGUF file (default: SmolLM2-135M-Instruct Q4_1, fetched on first use).")
+@click.option("-m", "--model", "model_path", type=click.Path(), help=MODEL_HELP)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
 @click.option("-c", "--ctx", "n_ctx", type=click.IntRange(min=8), default=4096, show_default=True,

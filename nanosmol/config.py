@@ -29,6 +29,7 @@ class ModelConfig:
     rms_eps: float
     tied_embeddings: bool
     nope_layers: tuple[int, ...]  # layers that skip RoPE
+    rope_freq_scale: float = 1.0  # linear RoPE scaling: positions are multiplied by this
 
     @property
     def gqa_ratio(self) -> int:
@@ -87,6 +88,7 @@ class ModelConfig:
             rms_eps=get("attention.layer_norm_rms_epsilon", 1e-5, float),
             tied_embeddings="output.weight" not in tensor_names,
             nope_layers=nope_layers(arch, n_layer, metadata),
+            rope_freq_scale=rope_freq_scale(arch, metadata),
         )
 
     def required_tensors(self) -> dict[str, tuple[int, ...]]:
@@ -148,3 +150,17 @@ def nope_layers(arch: str, n_layer: int, metadata: Mapping[str, Any]) -> tuple[i
     if interval == 0:
         return ()
     return tuple(il for il in range(n_layer) if (il + 1) % interval == 0)
+
+
+def rope_freq_scale(arch: str, metadata: Mapping[str, Any]) -> float:
+    """llama.cpp's RoPE scaling keys: "linear" divides positions by the factor; "none" or none
+    leaves them. Other kinds (YaRN, ...) would give wrong logits: refused."""
+    kind = metadata.get(f"{arch}.rope.scaling.type", "none")
+    if kind == "none":
+        return 1.0
+    factor = metadata.get(f"{arch}.rope.scaling.factor")
+    if kind != "linear":
+        raise ConfigError(f"RoPE scaling {_short(kind)} is not supported (supported: none, linear)")
+    if not isinstance(factor, (int, float)) or isinstance(factor, bool) or not 0 < factor < 2**20:
+        raise ConfigError(f"RoPE scaling factor {_short(factor)} is not a positive number")
+    return 1.0 / factor

@@ -6,11 +6,12 @@ from collections import Counter
 from typing import Any
 
 from nanosmol.chat import ChatTemplateError, render_chat
+from nanosmol.checkpoint import load_tokenizer
 from nanosmol.config import ConfigError, ModelConfig, tensor_problems
 from nanosmol.finite import nonfinite_problem, nonfinite_tensors
 from nanosmol.gguf_file import GGUFFile
 from nanosmol.quants import SUPPORTED_TYPES
-from nanosmol.tokenizer import Tokenizer, TokenizerError
+from nanosmol.tokenizer import TokenizerError
 
 TOKEN_TYPE_CONTROL = 3
 TOKEN_TYPE_USER_DEFINED = 4
@@ -139,13 +140,14 @@ def _validate(gguf: GGUFFile, config: ModelConfig | None, config_error: str | No
     if not gguf.metadata.get("tokenizer.ggml.tokens"):
         problems.append("no tokenizer vocabulary (tokenizer.ggml.tokens)")
     else:
-        problems += _tokenizer_and_template_problems(gguf.metadata)
+        problems += _tokenizer_and_template_problems(gguf)
     return {"runnable": not problems, "problems": problems}
 
 
-def _tokenizer_and_template_problems(meta: dict[str, Any]) -> list[str]:
+def _tokenizer_and_template_problems(gguf: GGUFFile) -> list[str]:
+    meta = gguf.metadata
     try:
-        tokenizer = Tokenizer.from_metadata(meta)
+        tokenizer = load_tokenizer(gguf)
     except TokenizerError as e:
         return [str(e)]
     try:
@@ -218,7 +220,7 @@ def format_report(r: dict[str, Any]) -> str:
         f"file            {r['file']}",
         f"architecture    {r['architecture']}",
         f"name            {r['name']}",
-        f"GGUF version    {r['gguf_version']}",
+        f"GGUF version    {r['gguf_version']}" if r["gguf_version"] else "format          Hugging Face checkpoint folder",
         f"file size       {human_bytes(r['file_size'])} ({r['file_size']:,} bytes)",
         f"parameters      {human_count(r['parameter_count'])} ({r['parameter_count']:,}) in {r['tensor_count']} tensors",
         f"bits per weight {r['bits_per_weight']}",

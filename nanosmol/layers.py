@@ -90,8 +90,8 @@ def swiglu_inplace(gate, up):
 class RopeTable:
     """cos/sin of every position's angles, computed once and grown on demand."""
 
-    def __init__(self, head_dim: int, theta: float, n_positions: int):
-        self.inv_freq = theta ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    def __init__(self, head_dim: int, theta: float, n_positions: int, freq_scale: float = 1.0):
+        self.inv_freq = freq_scale * theta ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
         self._grow(max(n_positions, 1))
 
     def _grow(self, n_positions: int) -> None:

@@ -105,6 +105,7 @@ def project(w: QuantMatrix, x: np.ndarray, xq: QuantizedVector) -> np.ndarray:
 
 class Transformer:
     def __init__(self, gguf: GGUFFile, config: ModelConfig, n_ctx: int, n_keep: int = 4):
+        """gguf: a GGUFFile or a source shown as one (nanosmol.checkpoint): .tensors, .tensor_data(name)."""
         self.config = c = config
         matrix = lambda name: _matrix(gguf, name)
         vector = lambda name: matrix(name).dequantize_rows(np.zeros(1, np.int64))[0]
@@ -129,7 +130,7 @@ class Transformer:
         self.stack = LayerStack.of(self.layers)
         self.scratch = DecodeScratch.of(c, n_ctx)
         self.cache = KVCache(c.n_layer, n_ctx, c.n_head_kv, c.head_dim, n_keep=min(n_keep, n_ctx - 1))
-        self.rope = RopeTable(c.head_dim, c.rope_theta, n_ctx)
+        self.rope = RopeTable(c.head_dim, c.rope_theta, n_ctx, c.rope_freq_scale)
 
     def forward(self, tokens: np.ndarray, all_logits: bool = False) -> np.ndarray:
         """Feed tokens after those already cached; logits of the last token (or of all)."""

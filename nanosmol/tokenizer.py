@@ -25,6 +25,8 @@ LLAMA3_REGEX = (
     r"|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 
+MAX_VOCAB = 1 << 22  # token ids a tokenizer.json may use (SmolLM3 has 128,256)
+
 # Texts llama.cpp treats as end-of-generation when the vocabulary has them as special tokens.
 EOG_TEXTS = frozenset({
     "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|eom_id|>", "<EOT>",
@@ -157,6 +159,34 @@ class Tokenizer:
         eog |= {i for i, t in enumerate(types) if t == TOKEN_CONTROL and tokens[i] in EOG_TEXTS}
         add_bos = metadata.get("tokenizer.ggml.add_bos_token", default_add_bos)
         return cls(hf, list(tokens), types, token_id("bos"), eos, eog, bool(add_bos) and token_id("bos") is not None)
+
+    @classmethod
+    def from_hf(cls, tokenizer_json: str, bos_token: str | None, eos_token: str | None,
+                add_bos: bool | None = None, vocab_size: int = 0) -> "Tokenizer":
+        """A Hugging Face tokenizer.json (byte-level BPE) used as is, with the bos/eos texts and
+        add_bos of tokenizer_config.json (add_bos None: whatever tokenizer.json's post-processor
+        does). vocab_size pads the token list to the model's embedding rows."""
+        try:
+            hf = HFTokenizer.from_str(tokenizer_json)
+        except Exception as e:  # tokenizers raises a bare Exception with a serde message
+            raise TokenizerError(f"tokenizer.json cannot be read: {str(e).splitlines()[0] if str(e) else e!r}") from None
+        if not isinstance(hf.model, models.BPE) or not isinstance(hf.decoder, decoders.ByteLevel):
+            raise TokenizerError("tokenizer.json is not a byte-level BPE tokenizer, the only kind nanosmol reads")
+        vocab = hf.get_vocab(with_added_tokens=True)
+        n_tokens = max(vocab_size, max(vocab.values(), default=-1) + 1)
+        if n_tokens > MAX_VOCAB:  # ids are the list's indices: a hostile id must not allocate gigabytes
+            raise TokenizerError(f"tokenizer.json has token ids up to {n_tokens - 1}, more than {MAX_VOCAB} tokens")
+        tokens = [f"<unused{i}>" for i in range(n_tokens)]
+        types = [TOKEN_UNUSED] * len(tokens)
+        for text, i in vocab.items():
+            tokens[i], types[i] = text, TOKEN_NORMAL
+        for i, added in hf.get_added_tokens_decoder().items():
+            types[i] = TOKEN_CONTROL if added.special else TOKEN_USER_DEFINED
+        bos, eos = vocab.get(bos_token) if bos_token else None, vocab.get(eos_token) if eos_token else None
+        if add_bos is None:
+            add_bos = bos is not None and hf.encode("a", add_special_tokens=True).ids[:1] == [bos]
+        eog = {eos} - {None} | {i for i, t in enumerate(types) if t == TOKEN_CONTROL and tokens[i] in EOG_TEXTS}
+        return cls(hf, tokens, types, bos, eos, eog, bool(add_bos) and bos is not None)
 
     # -- text -> ids ----------------------------------------------------------------
     def encode(self, text: str, special: bool = False, add_bos: bool | None = None) -> list[int]:
