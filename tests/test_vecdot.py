@@ -16,7 +16,8 @@ from nanosmol.quants.vecdot import (dot_bf16, dot_bf16_portable, dot_f16, dot_f1
                                     dot_q4_k_portable, dot_q5_0, dot_q5_0_portable, dot_q5_1, dot_q5_1_portable,
                                     dot_q5_k, dot_q5_k_portable, dot_q6_k, dot_q6_k_portable, dot_q8_0,
                                     dot_q8_0_portable, row_q4_k_by_tokens, row_q4_k_by_tokens_portable,
-                                    row_q5_k_by_tokens, row_q5_k_by_tokens_portable)
+                                    row_q5_k_by_tokens, row_q5_k_by_tokens_portable, row_q6_k_by_tokens,
+                                    row_q6_k_by_tokens_portable)
 
 Q4_0, Q4_1, Q5_0, Q5_1 = int(T.Q4_0), int(T.Q4_1), int(T.Q5_0), int(T.Q5_1)
 Q4_K, Q5_K, Q6_K, Q8_0 = int(T.Q4_K), int(T.Q5_K), int(T.Q6_K), int(T.Q8_0)
@@ -104,9 +105,12 @@ def test_block_dots_agree_with_portable_and_float64(qtype, n_blocks, seed, extre
 
 @njit(cache=True)
 def token_lanes_both_ways(qtype, row, v, n):
-    """Prefill's 8 token sums of one Q4_K/Q5_K row, [0] by the target's intrinsic, [1] the portable one."""
+    """Prefill's 8 token sums of one k-quant row, [0] by the target's intrinsic, [1] the portable one."""
     sums = np.zeros((2, 8), np.float32)
-    if qtype == Q4_K:
+    if qtype == Q6_K:
+        row_q6_k_by_tokens(sums[0], row, v.q256_by_8, 0, v.d256_by_8, v.sum16_by_8, n // 256)
+        row_q6_k_by_tokens_portable(sums[1], row, v.q256_by_8, 0, v.d256_by_8, v.sum16_by_8, n // 256)
+    elif qtype == Q4_K:
         row_q4_k_by_tokens(sums[0], row, v.q256_by_8, 0, v.d256_by_8, v.sum32_by_8, n // 256)
         row_q4_k_by_tokens_portable(sums[1], row, v.q256_by_8, 0, v.d256_by_8, v.sum32_by_8, n // 256)
     else:
@@ -116,7 +120,7 @@ def token_lanes_both_ways(qtype, row, v, n):
 
 
 @settings(max_examples=40, deadline=None)
-@given(qtype=st.sampled_from([T.Q4_K, T.Q5_K]), n_blocks=st.integers(1, 4), seed=st.integers(0, 2**32 - 1),
+@given(qtype=st.sampled_from([T.Q4_K, T.Q5_K, T.Q6_K]), n_blocks=st.integers(1, 4), seed=st.integers(0, 2**32 - 1),
        extreme=st.booleans())
 def test_token_lane_prefill_equals_decode_per_token(qtype, n_blocks, seed, extreme):
     """8 tokens in the vector lanes (int16 sums on AVX2, VNNI, portable) give each token's

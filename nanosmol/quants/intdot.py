@@ -21,8 +21,9 @@ from numba import njit
 from nanosmol.quants.blocks import (Q2_K, Q3_K, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0, f16, high4, k4_scale_min,
                                     low4, u32)
 from nanosmol.quants.vecdot import (dot_q2_k, dot_q2_k_x8, dot_q3_k, dot_q3_k_x8, dot_q4_0, dot_q4_1, dot_q4_k, dot_q5_0,
-                                    dot_q5_1, dot_q5_k, dot_q6_k, dot_q6_k_x8, dot_q8_0, row_q4_0_x8, row_q4_1_x8,
-                                    row_q4_k_by_tokens, row_q5_0_x8, row_q5_1_x8, row_q5_k_by_tokens, row_q8_0_x8)
+                                    dot_q5_1, dot_q5_k, dot_q6_k, dot_q8_0, row_q4_0_x8, row_q4_1_x8,
+                                    row_q4_k_by_tokens, row_q5_0_x8, row_q5_1_x8, row_q5_k_by_tokens, row_q6_k_by_tokens,
+                                    row_q8_0_x8)
 from nanosmol.simd import or_bits, stack_codes, stack_lanes, store_scaled_codes, store_scaled_int8, unpack_nibbles16
 
 INLINE = dict(cache=True, fastmath=True, boundscheck=False, inline="always")
@@ -44,6 +45,7 @@ class QuantizedVector(NamedTuple):
     q256_by_8: np.ndarray  # int8 [n]: q256 of tokens 8g..8g+7 in token lanes (transpose_tokens; prefill's k-quants)
     d256_by_8: np.ndarray  # float32 [n / 256]: d256 of those tokens side by side, block by block
     sum32_by_8: np.ndarray  # int16 [n / 32]: their sum32, per block: pairs of sub-blocks, token by token
+    sum16_by_8: np.ndarray  # int16 [n / 16]: their sum16 the same way (Q6_K's offsets)
 
     @classmethod
     def empty(cls, n: int) -> "QuantizedVector":
@@ -51,7 +53,8 @@ class QuantizedVector(NamedTuple):
         return cls(np.zeros(n, np.int8), np.zeros(n // 32, np.float32), np.zeros(n // 32, np.float32),
                    np.zeros(n, np.int8), np.zeros(n // 256 + 1, np.float32), np.zeros(n // 16, np.int16),
                    np.zeros(n // 32, np.int16), np.zeros(n // 32, np.float32), np.zeros(n // 32, np.float32),
-                   np.zeros(n, np.int8), np.zeros(n // 256 + 1, np.float32), np.zeros(n // 32, np.int16))
+                   np.zeros(n, np.int8), np.zeros(n // 256 + 1, np.float32), np.zeros(n // 32, np.int16),
+                   np.zeros(n // 16, np.int16))
 
 
 @njit(**INLINE)
@@ -139,6 +142,9 @@ def transpose_tokens(v, tokens, n):
                 for sub in range(8):
                     at = ((g * blocks + blk) * 4 + sub // 2) * 16 + 2 * t + sub % 2
                     v.sum32_by_8[at] = v.sum32[(8 * g + t) * sub_blocks + 8 * blk + sub]
+                for sub in range(16):
+                    at = ((g * blocks + blk) * 8 + sub // 2) * 16 + 2 * t + sub % 2
+                    v.sum16_by_8[at] = v.sum16[(8 * g + t) * 2 * sub_blocks + 16 * blk + sub]
 
 
 # -- 32-value blocks: codes into codes[0:32], weights d * code + m ----------------------
@@ -281,14 +287,16 @@ def row_dots_k4(row, v, n, at, acc, five_bits):
 @njit(**INLINE)
 def has_token_lanes(qtype):
     """Whether prefill multiplies this type with 8 tokens in the lanes (`transpose_tokens`)."""
-    return qtype == Q4_K or qtype == Q5_K
+    return qtype == Q4_K or qtype == Q5_K or qtype == Q6_K
 
 
 @njit(**INLINE)
 def row_by_tokens(qtype, row, v, n, at, sums):
     """sums[t] = the row's dot product with token t of the 8 whose activations start at at
     (in token lanes: transpose_tokens), for the has_token_lanes types."""
-    if qtype == Q5_K:
+    if qtype == Q6_K:
+        row_q6_k_by_tokens(sums, row, v.q256_by_8, at, v.d256_by_8, v.sum16_by_8, n // 256)
+    elif qtype == Q5_K:
         row_q5_k_by_tokens(sums, row, v.q256_by_8, at, v.d256_by_8, v.sum32_by_8, n // 256)
     else:
         row_q4_k_by_tokens(sums, row, v.q256_by_8, at, v.d256_by_8, v.sum32_by_8, n // 256)
@@ -310,13 +318,10 @@ def dequantize_row_k4(row, out, five_bits):
 
 
 @njit(**INLINE)
-def row_dots_q6_k(row, v, n, at, tokens, acc):
-    """Q6_K: ql[128], qh[64], scales[16] (int8, one per 16 values), d (f16); code - 32."""
+def row_dots_q6_k(row, v, n, at, acc):
+    """Decode: Q6_K: ql[128], qh[64], scales[16] (int8, one per 16 values), d (f16); code - 32."""
     for blk in range(n // 256):
-        if tokens == 1:
-            dot_q6_k(acc, row, 210 * blk, v.q256, at + 256 * blk, n, v.sum16, v.d256)
-        else:
-            dot_q6_k_x8(acc, row, 210 * blk, v.q256, at + 256 * blk, n, v.sum16, v.d256)
+        dot_q6_k(acc, row, 210 * blk, v.q256, at + 256 * blk, n, v.sum16, v.d256)
 
 
 @njit(**INLINE)
@@ -360,7 +365,7 @@ def row_dots(qtype, row, v, n, at, tokens, acc):
     if qtype == Q4_K:
         row_dots_k4(row, v, n, at, acc, False)
     elif qtype == Q6_K:
-        row_dots_q6_k(row, v, n, at, tokens, acc)
+        row_dots_q6_k(row, v, n, at, acc)
     elif qtype == Q8_0:
         row_dots_block32(Q8_0, row, v, n, at, tokens, acc)
     elif qtype == Q5_0:

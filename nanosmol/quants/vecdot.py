@@ -10,8 +10,8 @@ a float scale. This is the shape of llama.cpp's AVX2 `ggml_vec_dot_q4_K_q8_K` an
 going through an unpacked-codes array on the stack instead cost half the speed.
 
 Prefill's forms take PREFILL_TOKENS activations per weight block: the codes are cut once
-and meet every token's block, which is where a batch gains over repeated matvecs. Q4_K and
-Q5_K (`_by_tokens`) take the 8 tokens in the lanes of each vector, as llama.cpp's GEMMs put
+and meet every token's block, which is where a batch gains over repeated matvecs. Q4_K,
+Q5_K and Q6_K (`_by_tokens`) take the 8 tokens in the lanes of each vector, as llama.cpp's GEMMs put
 weight rows there: each 4 codes are spread over the lanes by one vpshufd and meet 8 tokens in
 one multiply, and scales, mins and float work come once per block for all 8 (with VNNI a
 vpdpbusd per vector; on AVX2 the vpmaddubsw pairs add up in int16). The other k-quants'
@@ -241,11 +241,19 @@ def _token_lanes_weights(b, codes, v: int):
     return b.bitcast(b.shuffle_vector(words, words, ir.Constant(ir.VectorType(I32, 8), lanes)), I8x32)
 
 
-def _sub_block_by_tokens(blk: _Block, codes, q8_arg: int, x_at, max_code: int, scale):
-    """A 32-value sub-block's codes against 8 tokens in token lanes, times the integer scale:
-    two int32x8, one per 4 tokens, lane i and i + 4 holding token i's two halves of the sum.
-    The 4 shuffled weight vectors serve both groups of 4 tokens. Without VNNI the vpmaddubsw
-    pairs add up in int16 while max_code allows, and vpmaddwd applies the scale."""
+def _two_halves(b, scales, vector_type):
+    """A vector_type whose first half is scales[0] and second half scales[1] (i32, narrowed)."""
+    n = vector_type.count
+    lo, hi = (splat(b, s if vector_type.element == I32 else b.trunc(s, vector_type.element), vector_type) for s in scales)
+    return b.shuffle_vector(lo, hi, ir.Constant(ir.VectorType(I32, n), [0] * (n // 2) + [n] * (n // 2)))
+
+
+def _sub_block_by_tokens(blk: _Block, codes, q8_arg: int, x_at, max_code: int, scales):
+    """A 32-value sub-block's codes against 8 tokens in token lanes, times its integer scales
+    (scales: the first 16 values' and the last 16's, i32): two int32x8, one per 4 tokens, lane
+    i and i + 4 holding token i's sums over the first and the last 16 values. The 4 shuffled
+    weight vectors serve both groups of 4 tokens. Without VNNI the vpmaddubsw pairs add up in
+    int16 while max_code allows, and vpmaddwd applies the scales."""
     b = blk.builder
     w = [_token_lanes_weights(b, codes, v) for v in range(4)]
     result = []
@@ -253,17 +261,16 @@ def _sub_block_by_tokens(blk: _Block, codes, q8_arg: int, x_at, max_code: int, s
         x = [blk.load(q8_arg, blk.at(x_at, 128 * quad + 32 * v), I8x32) for v in range(4)]
         if blk.vnni:  # vpdpbusd accumulates: no int16 limit
             dots = functools.reduce(lambda total, v: dot_bytes_vnni(b, total, w[v], x[v]), range(4), _const(I32x8, 0))
-            result.append(b.mul(dots, splat(b, scale, I32x8)))
+            result.append(b.mul(dots, _two_halves(b, scales, I32x8)))
             continue
         if not blk.x86:
-            result.append(b.mul(functools.reduce(b.add, map(blk.byte_dots, w, x)), splat(b, scale, I32x8)))
+            result.append(b.mul(functools.reduce(b.add, map(blk.byte_dots, w, x)), _two_halves(b, scales, I32x8)))
             continue
         per_int16 = 32767 // (2 * max_code * 127)
-        scale16 = splat(b, b.trunc(scale, I16), I16x16)
         sums = None
         for first in range(0, 4, per_int16):
             pairs = [call_llvm(b, "llvm.x86.avx2.pmadd.ub.sw", I16x16, [w[v], x[v]]) for v in range(first, min(4, first + per_int16))]
-            scaled = blk.madd16(functools.reduce(b.add, pairs), scale16)
+            scaled = blk.madd16(functools.reduce(b.add, pairs), _two_halves(b, scales, I16x16))
             sums = scaled if sums is None else b.add(sums, scaled)
         result.append(sums)
     return result
@@ -308,7 +315,7 @@ def _row_k4_by_tokens(five_bits: bool, portable: bool = False):
                         low, high = b.or_(low, fifth(2 * pair)), b.or_(high, fifth(2 * pair + 1))
                     for codes, sub in ((low, 2 * pair), (high, 2 * pair + 1)):
                         scale = b.extract_element(scales, ir.Constant(I32, sub))
-                        dots = _sub_block_by_tokens(blk, codes, 2, blk.at(x0, 256 * sub), 31 if five_bits else 15, scale)
+                        dots = _sub_block_by_tokens(blk, codes, 2, blk.at(x0, 256 * sub), 31 if five_bits else 15, (scale, scale))
                         quads = [b.add(total, dot) for total, dot in zip(quads, dots)]
                 total = _tokens_from_halves(b, quads)
                 # mins: lane t gets sum over sub-blocks of min * token t's sum of 32 (int16 pairs, s8)
@@ -330,6 +337,56 @@ def _row_k4_by_tokens(five_bits: bool, portable: bool = False):
         return types.none(sums, row, q8, types.int64, d8, s8, types.int64), codegen
 
     return row_k4
+
+
+def _row_q6_k_by_tokens(portable: bool = False):
+    @intrinsic
+    def row_q6_k(typingctx, sums, row, q8, x_at, d8, s8, n_blocks):
+        """Prefill: a whole Q6_K row against 8 tokens in token lanes, as _row_k4_by_tokens
+        (s8: the tokens' sums of 16, `QuantizedVector.sum16_by_8`). Its scales are per 16
+        values, which are exactly the two halves of each vector's lanes."""
+
+        def codegen(context, builder, signature, args):
+            blk, b = _Block(context, builder, signature, args, portable), builder
+            f32x8 = ir.VectorType(ir.FloatType(), 8)
+            acc = cgutils.alloca_once_value(b, ir.Constant(f32x8, [0.0] * 8))
+            with cgutils.for_range(b, args[6]) as loop:
+                o = b.mul(loop.index, ir.Constant(loop.index.type, 210))
+                x0 = b.add(args[3], b.mul(loop.index, ir.Constant(loop.index.type, 256 * 8)))
+                scales = b.sext(blk.load(1, blk.at(o, 192), ir.VectorType(I8, 16)), ir.VectorType(I32, 16))
+                quads = [_const(I32x8, 0)] * 2
+                for half in range(2):
+                    a = blk.load(1, blk.at(o, 64 * half), I8x32)
+                    c = blk.load(1, blk.at(o, 64 * half + 32), I8x32)
+                    h = blk.load(1, blk.at(o, 128 + 32 * half), I8x32)
+                    nibbles = (b.and_(a, _const(I8x32, 15)), b.and_(c, _const(I8x32, 15)),
+                               b.lshr(a, _const(I8x32, 4)), b.lshr(c, _const(I8x32, 4)))
+                    for j in range(4):  # sub-block 4 * half + j: values 128 * half + 32 * j + i
+                        high2 = b.shl(b.and_(b.lshr(h, _const(I8x32, 2 * j)), _const(I8x32, 3)), _const(I8x32, 4))
+                        sub = 4 * half + j
+                        pair = tuple(b.extract_element(scales, ir.Constant(I32, 2 * sub + i)) for i in range(2))
+                        dots = _sub_block_by_tokens(blk, b.or_(nibbles[j], high2), 2, blk.at(x0, 256 * sub), 63, pair)
+                        quads = [b.add(total, dot) for total, dot in zip(quads, dots)]
+                total = _tokens_from_halves(b, quads)
+                # the -32 of every code: 32 * sum over the 16 sub-blocks of scale * token t's sum of 16
+                s_at = b.lshr(x0, ir.Constant(x0.type, 4))
+                scales16 = b.trunc(scales, I16x16)
+                offsets = _const(I32x8, 0)
+                for pair in range(8):
+                    x_sums = blk.load(5, blk.at(s_at, 16 * pair), I16x16)
+                    m = b.shuffle_vector(scales16, scales16, ir.Constant(ir.VectorType(I32, 16), [2 * pair, 2 * pair + 1] * 8))
+                    offsets = b.add(offsets, blk.madd16(x_sums, m))
+                total = b.sub(total, b.shl(offsets, _const(I32x8, 5)))
+                d = b.extract_element(blk.two_halves(blk.at(o, 206)), ir.Constant(I32, 1))
+                dx = blk.load(4, b.lshr(x0, ir.Constant(x0.type, 8)), f32x8)
+                value = b.fmul(b.sitofp(total, f32x8), b.fmul(splat(b, d, f32x8), dx, flags=["fast"]), flags=["fast"])
+                b.store(b.fadd(b.load(acc), value, flags=["fast"]), acc)
+            b.store(b.load(acc), vector_at(context, b, signature.args[0], args[0], 0, f32x8), align=4)
+            return context.get_dummy_value()
+
+        return types.none(sums, row, q8, types.int64, d8, s8, types.int64), codegen
+
+    return row_q6_k
 
 
 def _dot_q6_k(portable: bool, tokens: int = 1):
@@ -626,9 +683,10 @@ def _forms32(terms, block_bytes: int):
 
 dot_q4_k, dot_q4_k_portable = _dot_k4(False, False), _dot_k4(False, True)
 dot_q5_k, dot_q5_k_portable = _dot_k4(True, False), _dot_k4(True, True)
-dot_q6_k, dot_q6_k_portable, dot_q6_k_x8 = _forms(_dot_q6_k)
+dot_q6_k, dot_q6_k_portable = _dot_q6_k(False), _dot_q6_k(True)
 row_q4_k_by_tokens, row_q4_k_by_tokens_portable = _row_k4_by_tokens(False), _row_k4_by_tokens(False, True)
 row_q5_k_by_tokens, row_q5_k_by_tokens_portable = _row_k4_by_tokens(True), _row_k4_by_tokens(True, True)
+row_q6_k_by_tokens, row_q6_k_by_tokens_portable = _row_q6_k_by_tokens(), _row_q6_k_by_tokens(True)
 dot_q2_k, dot_q2_k_portable, dot_q2_k_x8 = _forms(_dot_low_k, "Q2_K")
 dot_q3_k, dot_q3_k_portable, dot_q3_k_x8 = _forms(_dot_low_k, "Q3_K")
 dot_q8_0, dot_q8_0_portable, row_q8_0_x8 = _forms32(_q8_0_terms, 34)
