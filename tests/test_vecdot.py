@@ -17,7 +17,10 @@ from nanosmol.quants.vecdot import (dot_bf16, dot_bf16_portable, dot_f16, dot_f1
                                     dot_q5_k, dot_q5_k_portable, dot_q6_k, dot_q6_k_portable, dot_q8_0,
                                     dot_q8_0_portable, row_q4_k_by_tokens, row_q4_k_by_tokens_portable,
                                     row_q5_k_by_tokens, row_q5_k_by_tokens_portable, row_q6_k_by_tokens,
-                                    row_q6_k_by_tokens_portable)
+                                    row_q6_k_by_tokens_portable, q8_0_in_token_lanes, row_q8_0_by_tokens,
+                                    row_q8_0_by_tokens_portable, row_q4_0_by_tokens, row_q4_0_by_tokens_portable,
+                                    row_q4_1_by_tokens, row_q4_1_by_tokens_portable, row_q5_0_by_tokens,
+                                    row_q5_0_by_tokens_portable, row_q5_1_by_tokens, row_q5_1_by_tokens_portable)
 
 Q4_0, Q4_1, Q5_0, Q5_1 = int(T.Q4_0), int(T.Q4_1), int(T.Q5_0), int(T.Q5_1)
 Q4_K, Q5_K, Q6_K, Q8_0 = int(T.Q4_K), int(T.Q5_K), int(T.Q6_K), int(T.Q8_0)
@@ -105,7 +108,7 @@ def test_block_dots_agree_with_portable_and_float64(qtype, n_blocks, seed, extre
 
 @njit(cache=True)
 def token_lanes_both_ways(qtype, row, v, n):
-    """Prefill's 8 token sums of one k-quant row, [0] by the target's intrinsic, [1] the portable one."""
+    """Prefill's 8 token sums of one row, [0] by the target's intrinsic, [1] the portable one."""
     sums = np.zeros((2, 8), np.float32)
     if qtype == Q6_K:
         row_q6_k_by_tokens(sums[0], row, v.q256_by_8, 0, v.d256_by_8, v.sum16_by_8, n // 256)
@@ -113,30 +116,50 @@ def token_lanes_both_ways(qtype, row, v, n):
     elif qtype == Q4_K:
         row_q4_k_by_tokens(sums[0], row, v.q256_by_8, 0, v.d256_by_8, v.sum32_by_8, n // 256)
         row_q4_k_by_tokens_portable(sums[1], row, v.q256_by_8, 0, v.d256_by_8, v.sum32_by_8, n // 256)
-    else:
+    elif qtype == Q5_K:
         row_q5_k_by_tokens(sums[0], row, v.q256_by_8, 0, v.d256_by_8, v.sum32_by_8, n // 256)
         row_q5_k_by_tokens_portable(sums[1], row, v.q256_by_8, 0, v.d256_by_8, v.sum32_by_8, n // 256)
+    elif qtype == Q8_0:
+        if q8_0_in_token_lanes():
+            row_q8_0_by_tokens(sums[0], row, v.q32_by_8, 0, v.d32_by_8, v.s32_by_8, n // 32)
+        else:
+            sums[0, 0] = np.nan  # not used on this target: compare the portable form alone
+        row_q8_0_by_tokens_portable(sums[1], row, v.q32_by_8, 0, v.d32_by_8, v.s32_by_8, n // 32)
+    elif qtype == Q4_0:
+        row_q4_0_by_tokens(sums[0], row, v.q32_by_8, 0, v.d32_by_8, v.s32_by_8, n // 32)
+        row_q4_0_by_tokens_portable(sums[1], row, v.q32_by_8, 0, v.d32_by_8, v.s32_by_8, n // 32)
+    elif qtype == Q4_1:
+        row_q4_1_by_tokens(sums[0], row, v.q32_by_8, 0, v.d32_by_8, v.s32_by_8, n // 32)
+        row_q4_1_by_tokens_portable(sums[1], row, v.q32_by_8, 0, v.d32_by_8, v.s32_by_8, n // 32)
+    elif qtype == Q5_0:
+        row_q5_0_by_tokens(sums[0], row, v.q32_by_8, 0, v.d32_by_8, v.s32_by_8, n // 32)
+        row_q5_0_by_tokens_portable(sums[1], row, v.q32_by_8, 0, v.d32_by_8, v.s32_by_8, n // 32)
+    else:
+        row_q5_1_by_tokens(sums[0], row, v.q32_by_8, 0, v.d32_by_8, v.s32_by_8, n // 32)
+        row_q5_1_by_tokens_portable(sums[1], row, v.q32_by_8, 0, v.d32_by_8, v.s32_by_8, n // 32)
     return sums
 
 
-@settings(max_examples=40, deadline=None)
-@given(qtype=st.sampled_from([T.Q4_K, T.Q5_K, T.Q6_K]), n_blocks=st.integers(1, 4), seed=st.integers(0, 2**32 - 1),
-       extreme=st.booleans())
+@settings(max_examples=60, deadline=None)
+@given(qtype=st.sampled_from(TYPES), n_blocks=st.integers(1, 4), seed=st.integers(0, 2**32 - 1), extreme=st.booleans())
 def test_token_lane_prefill_equals_decode_per_token(qtype, n_blocks, seed, extreme):
     """8 tokens in the vector lanes (int16 sums on AVX2, VNNI, portable) give each token's
     decode dot product; extreme codes and +-127 activations are where an int16 sum would wrap."""
     rng = np.random.default_rng(seed)
+    size = 256 if qtype in (T.Q4_K, T.Q5_K, T.Q6_K) else 32
     row = extreme_row(qtype, n_blocks, rng) if extreme else random_blocks(qtype, 1, n_blocks, rng)[0]
-    X = rng.standard_normal((8, 256 * n_blocks)).astype(np.float32)
+    X = rng.standard_normal((8, size * n_blocks)).astype(np.float32)
     if extreme:
         X = np.where(rng.random(X.shape) < 0.5, -1.0, 1.0).astype(np.float32)
     sums = token_lanes_both_ways(int(qtype), row, quantize_rows(X, QuantizedVector.empty(X.size)), X.shape[1])
+    W = np.abs(dequantize(row[None, :], qtype).astype(np.float64).reshape(-1))
     for t in range(8):
         v = quantize_vector(X[t], QuantizedVector.empty(X.shape[1]))
         decode = one_row_dot(int(qtype), row, v, X.shape[1])
-        W = np.abs(dequantize(row[None, :], qtype).astype(np.float64).reshape(-1))
-        bound = 1e-5 * (W @ np.abs(v.q256[: X.shape[1]] * np.repeat(v.d256[:n_blocks], 256))) + 1e-30
-        assert abs(sums[0, t] - decode) <= bound and abs(sums[1, t] - decode) <= bound
+        q, d = (v.q32, v.d32) if size == 32 else (v.q256, v.d256)
+        bound = 1e-5 * (W @ np.abs(q[: X.shape[1]] * np.repeat(d[:n_blocks], size))) + 1e-30
+        forms = sums[:, t] if not np.isnan(sums[0, 0]) else sums[1:, t]
+        assert np.all(np.abs(forms - decode) <= bound)
 
 
 @njit(cache=True)

@@ -21,9 +21,9 @@ from numba import njit
 from nanosmol.quants.blocks import (Q2_K, Q3_K, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0, f16, high4, k4_scale_min,
                                     low4, u32)
 from nanosmol.quants.vecdot import (dot_q2_k, dot_q2_k_x8, dot_q3_k, dot_q3_k_x8, dot_q4_0, dot_q4_1, dot_q4_k, dot_q5_0,
-                                    dot_q5_1, dot_q5_k, dot_q6_k, dot_q8_0, row_q4_0_x8, row_q4_1_x8,
-                                    row_q4_k_by_tokens, row_q5_0_x8, row_q5_1_x8, row_q5_k_by_tokens, row_q6_k_by_tokens,
-                                    row_q8_0_x8)
+                                    dot_q5_1, dot_q5_k, dot_q6_k, dot_q8_0, q8_0_in_token_lanes, row_q4_0_by_tokens,
+                                    row_q4_1_by_tokens, row_q4_k_by_tokens, row_q5_0_by_tokens, row_q5_1_by_tokens,
+                                    row_q5_k_by_tokens, row_q6_k_by_tokens, row_q8_0_by_tokens, row_q8_0_x8)
 from nanosmol.simd import or_bits, stack_codes, stack_lanes, store_scaled_codes, store_scaled_int8, unpack_nibbles16
 
 INLINE = dict(cache=True, fastmath=True, boundscheck=False, inline="always")
@@ -42,7 +42,8 @@ class QuantizedVector(NamedTuple):
     sum32: np.ndarray  # int16 [n / 32]: sums of 32 q256 values, for Q4_K's and Q5_K's mins
     d32_by_8: np.ndarray  # float32 [n / 32]: d32 of rows (tokens) 8g..8g+7 side by side, block by block
     s32_by_8: np.ndarray  # float32 [n / 32]: the same of s32 (quantize_rows; prefill's 32-value types)
-    q256_by_8: np.ndarray  # int8 [n]: q256 of tokens 8g..8g+7 in token lanes (transpose_tokens; prefill's k-quants)
+    q32_by_8: np.ndarray  # int8 [n]: q32 of tokens 8g..8g+7 in token lanes (in_token_lanes; prefill)
+    q256_by_8: np.ndarray  # int8 [n]: the same of q256 (the k-quants)
     d256_by_8: np.ndarray  # float32 [n / 256]: d256 of those tokens side by side, block by block
     sum32_by_8: np.ndarray  # int16 [n / 32]: their sum32, per block: pairs of sub-blocks, token by token
     sum16_by_8: np.ndarray  # int16 [n / 16]: their sum16 the same way (Q6_K's offsets)
@@ -53,8 +54,8 @@ class QuantizedVector(NamedTuple):
         return cls(np.zeros(n, np.int8), np.zeros(n // 32, np.float32), np.zeros(n // 32, np.float32),
                    np.zeros(n, np.int8), np.zeros(n // 256 + 1, np.float32), np.zeros(n // 16, np.int16),
                    np.zeros(n // 32, np.int16), np.zeros(n // 32, np.float32), np.zeros(n // 32, np.float32),
-                   np.zeros(n, np.int8), np.zeros(n // 256 + 1, np.float32), np.zeros(n // 32, np.int16),
-                   np.zeros(n // 16, np.int16))
+                   np.zeros(n, np.int8), np.zeros(n, np.int8), np.zeros(n // 256 + 1, np.float32),
+                   np.zeros(n // 32, np.int16), np.zeros(n // 16, np.int16))
 
 
 @njit(**INLINE)
@@ -113,21 +114,23 @@ def quantize_rows(X, v):
             for b in range(blocks):
                 v.d32_by_8[first * blocks + 8 * b + t] = v.d32[(first + t) * blocks + b]
                 v.s32_by_8[first * blocks + 8 * b + t] = v.s32[(first + t) * blocks + b]
+    whole = tokens - tokens % 8
+    in_token_lanes(v.q32, v.q32_by_8, whole, X.shape[1])
     if X.shape[1] % 256 == 0:
-        transpose_tokens(v, tokens - tokens % 8, X.shape[1])
+        in_token_lanes(v.q256, v.q256_by_8, whole, X.shape[1])
+        k_quant_sums_side_by_side(v, whole, X.shape[1])
     return v
 
 
 @njit(**INLINE)
-def transpose_tokens(v, tokens, n):
-    """The k-quant activations of each group of 8 tokens (rows of n values) in token lanes,
-    for prefill's `row_q4_k_by_tokens`: per 32-value sub-block s, for each 4 tokens
-    (quad), 4 vectors of 8 x 4 bytes: vector j lane l holds token 4 * quad + l % 4's values
-    4k..4k+3 with k = 8s + j + 4 * (l >= 4), the order in which one vpshufd spreads the
-    weights' 4-byte groups over the lanes. d256 and sum32 side by side the same way (sum32
-    as pairs of sub-blocks per token)."""
-    words_in, words_out = v.q256[: tokens * n].view(np.int32), v.q256_by_8[: tokens * n].view(np.int32)
-    sub_blocks, blocks = n // 32, n // 256
+def in_token_lanes(q, q_by_8, tokens, n):
+    """The int8 activations q of each group of 8 tokens (rows of n values) in token lanes, for
+    prefill's `_by_tokens` intrinsics: per 32 values, for each 4 tokens (quad), 4 vectors of
+    8 x 4 bytes: vector j lane l holds token 4 * quad + l % 4's values 4k..4k+3 with
+    k = 8s + j + 4 * (l >= 4), the order in which one vpshufd spreads the weights' 4-byte
+    groups over the lanes."""
+    words_in, words_out = q[: tokens * n].view(np.int32), q_by_8[: tokens * n].view(np.int32)
+    sub_blocks = n // 32
     for g in range(tokens // 8):
         for s in range(sub_blocks):
             for quad in range(2):
@@ -136,6 +139,14 @@ def transpose_tokens(v, tokens, n):
                         k = 8 * s + j + 4 * (lane >= 4)
                         at = (((g * sub_blocks + s) * 2 + quad) * 4 + j) * 8 + lane
                         words_out[at] = words_in[(8 * g + 4 * quad + lane % 4) * (n // 4) + k]
+
+
+@njit(**INLINE)
+def k_quant_sums_side_by_side(v, tokens, n):
+    """d256, sum32 and sum16 of each group of 8 tokens side by side, block by block (the sums
+    as pairs of sub-blocks, token by token: what one vpmaddwd with the block's mins takes)."""
+    sub_blocks, blocks = n // 32, n // 256
+    for g in range(tokens // 8):
         for blk in range(blocks):
             for t in range(8):
                 v.d256_by_8[(g * blocks + blk) * 8 + t] = v.d256[(8 * g + t) * blocks + blk]
@@ -197,21 +208,6 @@ def dot_block32(qtype, acc, row, o, v, x_at, n):
 
 
 @njit(**INLINE)
-def row_block32_x8(qtype, acc, row, v, at, n):
-    """Prefill: a whole row of 32-value blocks against PREFILL_TOKENS tokens in one intrinsic."""
-    if qtype == Q4_0:
-        row_q4_0_x8(acc, row, 0, v.q32, at, n, v.d32_by_8, v.s32_by_8, n // 32)
-    elif qtype == Q4_1:
-        row_q4_1_x8(acc, row, 0, v.q32, at, n, v.d32_by_8, v.s32_by_8, n // 32)
-    elif qtype == Q5_0:
-        row_q5_0_x8(acc, row, 0, v.q32, at, n, v.d32_by_8, v.s32_by_8, n // 32)
-    elif qtype == Q5_1:
-        row_q5_1_x8(acc, row, 0, v.q32, at, n, v.d32_by_8, v.s32_by_8, n // 32)
-    else:
-        row_q8_0_x8(acc, row, 0, v.q32, at, n, v.d32_by_8, v.s32_by_8, n // 32)
-
-
-@njit(**INLINE)
 def block32_bytes(qtype):
     """Bytes per block of a 32-value type."""
     if qtype == Q4_0:
@@ -227,8 +223,8 @@ def block32_bytes(qtype):
 def row_dots_block32(qtype, row, v, n, at, tokens, acc):
     """Q8_0 (d, qs[32] int8) and Q4_0/Q4_1/Q5_0/Q5_1: one integer sum, one float scale per
     32-value block."""
-    if tokens != 1:
-        row_block32_x8(qtype, acc, row, v, at, n)
+    if tokens != 1:  # Q8_0 on x86 without VNNI (has_token_lanes): a whole row, one token per vector
+        row_q8_0_x8(acc, row, 0, v.q32, at, n, v.d32_by_8, v.s32_by_8, n // 32)
         return
     nbytes = block32_bytes(qtype)
     for b in range(n // 32):
@@ -286,20 +282,34 @@ def row_dots_k4(row, v, n, at, acc, five_bits):
 
 @njit(**INLINE)
 def has_token_lanes(qtype):
-    """Whether prefill multiplies this type with 8 tokens in the lanes (`transpose_tokens`)."""
-    return qtype == Q4_K or qtype == Q5_K or qtype == Q6_K
+    """Whether prefill multiplies this type with 8 tokens in the lanes (`in_token_lanes`):
+    all but Q2_K/Q3_K, and Q8_0 only where its 8-bit codes need no vpmaddubsw (VNNI, not x86)."""
+    if qtype == Q8_0:
+        return q8_0_in_token_lanes()
+    return qtype != Q2_K and qtype != Q3_K
 
 
 @njit(**INLINE)
 def row_by_tokens(qtype, row, v, n, at, sums):
     """sums[t] = the row's dot product with token t of the 8 whose activations start at at
-    (in token lanes: transpose_tokens), for the has_token_lanes types."""
-    if qtype == Q6_K:
+    (in token lanes: in_token_lanes), for the has_token_lanes types. Each branch passes its
+    scales as laid out side by side for its block size."""
+    if qtype == Q4_K:
+        row_q4_k_by_tokens(sums, row, v.q256_by_8, at, v.d256_by_8, v.sum32_by_8, n // 256)
+    elif qtype == Q6_K:
         row_q6_k_by_tokens(sums, row, v.q256_by_8, at, v.d256_by_8, v.sum16_by_8, n // 256)
     elif qtype == Q5_K:
         row_q5_k_by_tokens(sums, row, v.q256_by_8, at, v.d256_by_8, v.sum32_by_8, n // 256)
+    elif qtype == Q8_0:
+        row_q8_0_by_tokens(sums, row, v.q32_by_8, at, v.d32_by_8, v.s32_by_8, n // 32)
+    elif qtype == Q4_0:
+        row_q4_0_by_tokens(sums, row, v.q32_by_8, at, v.d32_by_8, v.s32_by_8, n // 32)
+    elif qtype == Q4_1:
+        row_q4_1_by_tokens(sums, row, v.q32_by_8, at, v.d32_by_8, v.s32_by_8, n // 32)
+    elif qtype == Q5_0:
+        row_q5_0_by_tokens(sums, row, v.q32_by_8, at, v.d32_by_8, v.s32_by_8, n // 32)
     else:
-        row_q4_k_by_tokens(sums, row, v.q256_by_8, at, v.d256_by_8, v.sum32_by_8, n // 256)
+        row_q5_1_by_tokens(sums, row, v.q32_by_8, at, v.d32_by_8, v.s32_by_8, n // 32)
 
 
 @njit(**INLINE)

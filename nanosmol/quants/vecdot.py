@@ -234,11 +234,17 @@ def _dot_k4(five_bits: bool, portable: bool, tokens: int = 1):
 
 def _token_lanes_weights(b, codes, v: int):
     """The weights that meet activation vector v (< 4) of a 32-value sub-block in token-lane
-    order (`intdot.transpose_tokens`): the codes' 4-byte group v in lanes 0-3, group v + 4 in
+    order (`intdot.in_token_lanes`): the codes' 4-byte group v in lanes 0-3, group v + 4 in
     lanes 4-7, one vpshufd."""
     words = b.bitcast(codes, I32x8)
     lanes = [v] * 4 + [v + 4] * 4
     return b.bitcast(b.shuffle_vector(words, words, ir.Constant(ir.VectorType(I32, 8), lanes)), I8x32)
+
+
+def _byte_dots_wide(b, codes, x):
+    """int32x8: sums of 4 adjacent codes * x products (uint8 codes, int8 x) in int32 throughout."""
+    products = b.mul(b.zext(codes, ir.VectorType(I32, 32)), b.sext(x, ir.VectorType(I32, 32)))
+    return b.add(*even_odd(b, b.add(*even_odd(b, products, 16)), 8))
 
 
 def _two_halves(b, scales, vector_type):
@@ -263,8 +269,9 @@ def _sub_block_by_tokens(blk: _Block, codes, q8_arg: int, x_at, max_code: int, s
             dots = functools.reduce(lambda total, v: dot_bytes_vnni(b, total, w[v], x[v]), range(4), _const(I32x8, 0))
             result.append(b.mul(dots, _two_halves(b, scales, I32x8)))
             continue
-        if not blk.x86:
-            result.append(b.mul(functools.reduce(b.add, map(blk.byte_dots, w, x)), _two_halves(b, scales, I32x8)))
+        if not blk.x86 or max_code > 127:  # plain vector IR (int16 pairs would overflow with 8-bit codes)
+            dots = functools.reduce(b.add, (_byte_dots_wide(b, w[v], x[v]) for v in range(4)))
+            result.append(b.mul(dots, _two_halves(b, scales, I32x8)))
             continue
         per_int16 = 32767 // (2 * max_code * 127)
         sums = None
@@ -286,7 +293,7 @@ def _row_k4_by_tokens(five_bits: bool, portable: bool = False):
     @intrinsic
     def row_k4(typingctx, sums, row, q8, x_at, d8, s8, n_blocks):
         """Prefill: a whole Q4_K (or Q5_K) row against 8 tokens whose activations are laid out
-        token by token in each vector's lanes (`intdot.transpose_tokens`: q8 from x_at, their
+        token by token in each vector's lanes (`intdot.in_token_lanes`: q8 from x_at, their
         scales d8 and sums of 32 s8 from x_at // 256 and x_at // 32). sums[t] = token t's dot.
 
         With the tokens in the lanes, a sub-block's 8 vectors of activations meet its codes
@@ -532,34 +539,89 @@ def _q8_0_terms(blk: _Block, o, xs):
 BLOCK32_LAYOUT = {"Q4_0": (2, None), "Q4_1": (4, None), "Q5_0": (6, 2), "Q5_1": (8, 4)}
 
 
-def _block32_terms(type_name: str):
-    """A Q4_0/Q4_1/Q5_0/Q5_1 block at row[o] against the activation blocks at q8[x] for each x
-    in xs: each one's int32x8 code sums, and the block's d and m.
+def _block32_codes(type_name: str):
+    """The codes (uint8x32), d and m of a 32-value block at row[o]: its values are d * code + m.
 
-    Codes: value i < 16 in the low nibble of byte i, value 16 + i in its high nibble, plus
-    bit i of qh times 16 for the 5-bit types; values d * code + m, with m = -8d (Q4_0),
-    -16d (Q5_0) or the block's own (Q4_1, Q5_1): the dot product is d * dx * (codes . q8)
-    plus m * sx, sx being the activation block's sum (dx times its int8 sum).
-    """
-    qs_at, qh_at = BLOCK32_LAYOUT[type_name]
+    Q4_0/Q4_1/Q5_0/Q5_1: value i < 16 in the low nibble of byte i, value 16 + i in its high
+    nibble, plus bit i of qh times 16 for the 5-bit types; m = -8d (Q4_0), -16d (Q5_0) or the
+    block's own (Q4_1, Q5_1). Q8_0 (d, qs[32] int8): code = q + 128 and m = -128d, so that it
+    too multiplies unsigned codes (token-lane prefill)."""
 
-    def terms(blk: _Block, o, xs):
+    def codes_of(blk: _Block, o):
         b, i8x16 = blk.builder, ir.VectorType(I8, 16)
+        d_m = blk.two_halves(o)  # d and m (else d and what follows it)
+        d = b.extract_element(d_m, ir.Constant(I32, 0))
+        if type_name == "Q8_0":
+            codes = b.xor(blk.load(1, blk.at(o, 2), I8x32), _const(I8x32, 0x80))
+            return codes, d, b.fmul(d, ir.Constant(ir.FloatType(), -128.0), flags=["fast"])
+        qs_at, qh_at = BLOCK32_LAYOUT[type_name]
         packed = blk.load(1, blk.at(o, qs_at), i8x16)
         low, high = b.and_(packed, _const(i8x16, 15)), b.lshr(packed, _const(i8x16, 4))
         codes = b.shuffle_vector(low, high, ir.Constant(ir.VectorType(I32, 32), list(range(32))))
         if qh_at is not None:
             bits = b.bitcast(blk.load_i32(1, blk.at(o, qh_at)), ir.VectorType(ir.IntType(1), 32))
             codes = b.or_(codes, b.select(bits, _const(I8x32, 16), _const(I8x32, 0)))
-        d_m = blk.two_halves(o)  # d and m (for Q4_0 / Q5_0: d and the first code bytes)
-        d = b.extract_element(d_m, ir.Constant(I32, 0))
         if type_name in ("Q4_0", "Q5_0"):
-            m = b.fmul(d, ir.Constant(ir.FloatType(), -8.0 if type_name == "Q4_0" else -16.0), flags=["fast"])
-        else:
-            m = b.extract_element(d_m, ir.Constant(I32, 1))
+            return codes, d, b.fmul(d, ir.Constant(ir.FloatType(), -8.0 if type_name == "Q4_0" else -16.0), flags=["fast"])
+        return codes, d, b.extract_element(d_m, ir.Constant(I32, 1))
+
+    return codes_of
+
+
+def _block32_terms(type_name: str):
+    """A Q4_0/Q4_1/Q5_0/Q5_1 block at row[o] against the activation blocks at q8[x] for each x
+    in xs: each one's int32x8 code sums, and the block's d and m. The dot product is
+    d * dx * (codes . q8) plus m * sx, sx being the activation block's sum (dx times its int8 sum).
+    """
+    codes_of = _block32_codes(type_name)
+
+    def terms(blk: _Block, o, xs):
+        codes, d, m = codes_of(blk, o)
         return [blk.byte_dots(codes, blk.load(3, x, I8x32)) for x in xs], d, m
 
     return terms
+
+
+def _row32_by_tokens(type_name: str, block_bytes: int, portable: bool = False):
+    codes_of = _block32_codes(type_name)
+    max_code = {"Q4_0": 15, "Q4_1": 15, "Q5_0": 31, "Q5_1": 31, "Q8_0": 255}[type_name]
+
+    @intrinsic
+    def row32(typingctx, sums, row, q8, x_at, d8, s8, n_blocks):
+        """Prefill: a whole row of 32-value blocks against 8 tokens in token lanes (q8 from x_at:
+        `QuantizedVector.q32_by_8`; their scales and sums side by side in d8 and s8 from
+        x_at // 32). sums[t] = token t's dot product. Q8_0's 8-bit codes want VNNI: without it
+        (x86) they take plain vector IR, slower than its `_x8` row (q8_0_in_token_lanes)."""
+
+        def codegen(context, builder, signature, args):
+            blk, b = _Block(context, builder, signature, args, portable), builder
+            f32x8, one = ir.VectorType(ir.FloatType(), 8), ir.Constant(I32, 1)
+            acc = cgutils.alloca_once_value(b, ir.Constant(f32x8, [0.0] * 8))
+            with cgutils.for_range(b, args[6]) as loop:
+                codes, d, m = codes_of(blk, b.mul(loop.index, ir.Constant(loop.index.type, block_bytes)))
+                x0 = b.add(args[3], b.mul(loop.index, ir.Constant(loop.index.type, 32 * 8)))
+                total = _tokens_from_halves(b, _sub_block_by_tokens(blk, codes, 2, x0, max_code, (one, one)))
+                at = b.lshr(x0, ir.Constant(x0.type, 5))
+                products = b.fmul(b.sitofp(total, f32x8), b.fmul(splat(b, d, f32x8), blk.load(4, at, f32x8), flags=["fast"]),
+                                  flags=["fast"])
+                offsets = b.fmul(splat(b, m, f32x8), blk.load(5, at, f32x8), flags=["fast"])
+                b.store(b.fadd(b.load(acc), b.fadd(products, offsets, flags=["fast"]), flags=["fast"]), acc)
+            b.store(b.load(acc), vector_at(context, b, signature.args[0], args[0], 0, f32x8), align=4)
+            return context.get_dummy_value()
+
+        return types.none(sums, row, q8, types.int64, d8, s8, types.int64), codegen
+
+    return row32
+
+
+@intrinsic
+def q8_0_in_token_lanes(typingctx):
+    """Whether the target multiplies Q8_0 in token lanes: with VNNI, or where it is not x86."""
+
+    def codegen(context, builder, signature, args):
+        return ir.Constant(ir.IntType(1), not target_has_avx2(context) or target_has_vnni(context))
+
+    return types.boolean(), codegen
 
 
 def _dot32(terms, portable: bool):
@@ -690,10 +752,15 @@ row_q6_k_by_tokens, row_q6_k_by_tokens_portable = _row_q6_k_by_tokens(), _row_q6
 dot_q2_k, dot_q2_k_portable, dot_q2_k_x8 = _forms(_dot_low_k, "Q2_K")
 dot_q3_k, dot_q3_k_portable, dot_q3_k_x8 = _forms(_dot_low_k, "Q3_K")
 dot_q8_0, dot_q8_0_portable, row_q8_0_x8 = _forms32(_q8_0_terms, 34)
-dot_q4_0, dot_q4_0_portable, row_q4_0_x8 = _forms32(_block32_terms("Q4_0"), 18)
-dot_q4_1, dot_q4_1_portable, row_q4_1_x8 = _forms32(_block32_terms("Q4_1"), 20)
-dot_q5_0, dot_q5_0_portable, row_q5_0_x8 = _forms32(_block32_terms("Q5_0"), 22)
-dot_q5_1, dot_q5_1_portable, row_q5_1_x8 = _forms32(_block32_terms("Q5_1"), 24)
+dot_q4_0, dot_q4_0_portable = _dot32(_block32_terms("Q4_0"), False), _dot32(_block32_terms("Q4_0"), True)
+dot_q4_1, dot_q4_1_portable = _dot32(_block32_terms("Q4_1"), False), _dot32(_block32_terms("Q4_1"), True)
+dot_q5_0, dot_q5_0_portable = _dot32(_block32_terms("Q5_0"), False), _dot32(_block32_terms("Q5_0"), True)
+dot_q5_1, dot_q5_1_portable = _dot32(_block32_terms("Q5_1"), False), _dot32(_block32_terms("Q5_1"), True)
+row_q8_0_by_tokens, row_q8_0_by_tokens_portable = _row32_by_tokens("Q8_0", 34), _row32_by_tokens("Q8_0", 34, True)
+row_q4_0_by_tokens, row_q4_0_by_tokens_portable = _row32_by_tokens("Q4_0", 18), _row32_by_tokens("Q4_0", 18, True)
+row_q4_1_by_tokens, row_q4_1_by_tokens_portable = _row32_by_tokens("Q4_1", 20), _row32_by_tokens("Q4_1", 20, True)
+row_q5_0_by_tokens, row_q5_0_by_tokens_portable = _row32_by_tokens("Q5_0", 22), _row32_by_tokens("Q5_0", 22, True)
+row_q5_1_by_tokens, row_q5_1_by_tokens_portable = _row32_by_tokens("Q5_1", 24), _row32_by_tokens("Q5_1", 24, True)
 dot_f32, dot_f32_portable = _dot_float("F32", False), _dot_float("F32", True)
 dot_f16, dot_f16_portable = _dot_float("F16", False), _dot_float("F16", True)
 dot_bf16, dot_bf16_portable = _dot_float("BF16", False), _dot_float("BF16", True)
