@@ -21,7 +21,7 @@ from nanosmol.quants.blocks import block_geometry
 from nanosmol.quants.quantize import QUANTIZED_TYPES, f16_bits, quantize_rows
 
 EXAMPLES = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-GGUF_PY_QUANTIZES = (T.Q8_0, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1)
+GGUF_PY_QUANTIZES = (T.Q8_0, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.F16, T.BF16)
 K_QUANTS = (T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K)
 
 
@@ -47,10 +47,11 @@ def float_rows(draw, block: int, max_blocks: int = 3, normal_scales: bool = Fals
 @pytest.mark.parametrize("qtype", GGUF_PY_QUANTIZES, ids=lambda t: t.name)
 @EXAMPLES
 @given(data=st.data())
-def test_32_value_types_match_gguf_py_byte_for_byte(qtype, data):
+def test_types_gguf_py_quantizes_match_it_byte_for_byte(qtype, data):
     # + 0 turns -0.0 into 0.0: on a block of negative zeros gguf-py's scale is +0.0, llama.cpp's -0.0.
     x = data.draw(float_rows(32, max_blocks=8)) + np.float32(0.0)
-    np.testing.assert_array_equal(quantize_rows(x, qtype), quantize(x, qtype))
+    ours = quantize_rows(x, qtype)
+    np.testing.assert_array_equal(ours, np.asarray(quantize(x, qtype)).view(np.uint8).reshape(ours.shape))
 
 
 @EXAMPLES
@@ -112,37 +113,49 @@ def sample_rows(family: str, seed: int, scale: float) -> np.ndarray:
     rng = np.random.default_rng(seed)
     shape = (16, 1024)
     x = {"normal": lambda: rng.standard_normal(shape),
-         "heavy": lambda: rng.standard_t(3, shape),
          "uniform": lambda: rng.uniform(-1, 1, shape),
          "skewed": lambda: rng.exponential(1, shape) - 0.3,
          "outliers": lambda: rng.standard_normal(shape) + 20 * (rng.random(shape) < 0.002)}[family]()
     return (x * scale).astype(np.float32)
 
 
+# The k-quants' layouts: values per group, code levels, levels of the stored group scales.
+K_FORMATS = {T.Q2_K: (16, 3, 15), T.Q3_K: (16, 4, 32), T.Q4_K: (32, 15, 63), T.Q5_K: (32, 31, 63), T.Q6_K: (16, 32, 128)}
+
+
+def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.divide(a, b, out=np.zeros(np.broadcast(a, b).shape), where=b != 0)
+
+
 def rounded_to_nearest(x: np.ndarray, qtype: T) -> np.ndarray:
-    """The baseline: every group at its own exact float scale (and min), codes rounded to nearest."""
-    group, levels = (16 if qtype in (T.Q2_K, T.Q3_K, T.Q6_K) else 32), LEVELS[qtype]
-    g = x.reshape(-1, group).astype(np.float64)
+    """The baseline: the same layout without a search. Each group's scale (and min) from its
+    extremes, stored as multiples of the super-block's fp16 scale, codes rounded to nearest."""
+    group, levels, scale_levels = K_FORMATS[qtype]
+    g = x.reshape(-1, 256 // group, group).astype(np.float64)
+    fp16 = lambda v: v.astype(np.float16).astype(np.float64)
     if qtype in SYMMETRIC:
-        top = np.take_along_axis(g, np.abs(g).argmax(1)[:, None], 1)
-        d = np.where(top == 0, 1, top / -levels)
-        return (np.clip(np.rint(g / d), -levels, levels - 1) * d).reshape(x.shape)
-    low = np.minimum(g.min(1, keepdims=True), 0)
-    d = (g.max(1, keepdims=True) - low) / levels
-    d = np.where(d == 0, 1, d)
-    return (np.clip(np.rint((g - low) / d), 0, levels) * d + low).reshape(x.shape)
+        s = np.take_along_axis(g, np.abs(g).argmax(2)[..., None], 2)[..., 0] / -levels
+        d = fp16(np.take_along_axis(s, np.abs(s).argmax(1)[:, None], 1) / -scale_levels)
+        step = (d * np.clip(np.rint(_ratio(s, d)), -scale_levels, scale_levels - 1))[..., None]
+        return (np.clip(np.rint(_ratio(g, step)), -levels, levels - 1) * step).reshape(x.shape)
+    low = np.minimum(g.min(2), 0)
+    s, m = (g.max(2) - low) / levels, -low
+    d, dmin = fp16(s.max(1, keepdims=True) / scale_levels), fp16(m.max(1, keepdims=True) / scale_levels)
+    step, offset = (d * np.rint(_ratio(s, d)))[..., None], (dmin * np.rint(_ratio(m, dmin)))[..., None]
+    return (np.clip(np.rint(_ratio(g + offset, step)), 0, levels) * step - offset).reshape(x.shape)
 
 
 @pytest.mark.parametrize("qtype", K_QUANTS, ids=lambda t: t.name)
 @settings(max_examples=8, deadline=None)
-@given(family=st.sampled_from(["normal", "heavy", "uniform", "skewed", "outliers"]), seed=st.integers(0, 2**32 - 1),
+@given(family=st.sampled_from(["normal", "uniform", "skewed", "outliers"]), seed=st.integers(0, 2**32 - 1),
        scale=st.sampled_from([0.01, 0.1, 3.0]))
-def test_k_quant_searches_beat_rounding_at_exact_scales(qtype, family, seed, scale):
-    """The fitted scales beat plain rounding even though theirs are stored in 4-8 bits."""
+def test_k_quant_searches_beat_plain_rounding(qtype, family, seed, scale):
+    """llama.cpp's scale searches earn their time: less squared error than rounding at the
+    scales the extremes give, in the same layout. (Not on heavy-tailed data: there its Q2_K,
+    which fits by absolute error, loses to plain rounding; so does ours, byte for byte.)"""
     x = sample_rows(family, seed, scale)
     ours = np.sum((round_trip(x, qtype) - x) ** 2)
-    baseline = np.sum((rounded_to_nearest(x, qtype) - x) ** 2)
-    assert ours <= 1.02 * baseline
+    assert ours <= np.sum((rounded_to_nearest(x, qtype) - x) ** 2)
 
 
 QUANTIZED_FIXTURES = [f for f in MICRO_FILES if not any(t in f for t in ("F32", "F16", "BF16"))]
@@ -173,6 +186,7 @@ def test_fixtures_cover_every_type():
     (np.full((1, 32), np.nan, np.float32), T.Q8_0, "NaN or Inf"),
     (np.ones((1, 32), np.float32), T.Q4_K, "not a multiple of the Q4_K block size 256"),
     (np.ones((1, 32), np.float32), T.IQ2_XXS, "cannot quantize to IQ2_XXS"),
+    (np.ones((1, 32), np.float32), T.I8, "cannot quantize to I8"),
     (np.ones(32, np.float32), T.Q8_0, "2-D"),
 ])
 def test_bad_input_is_refused(values, qtype, message):

@@ -8,7 +8,9 @@ scales as 4-, 6- or 8-bit multiples of one fp16 scale per 256 values and round t
 again at the stored scales. The float32 steps follow llama.cpp's, in its order.
 
 Each kernel quantizes whole rows, serially and without the GIL; `quantize_rows` gives
-the worker threads (workers.py) a share of rows each.
+the worker threads (workers.py) a share of rows each. F32, F16 and BF16 are targets too
+(numpy conversions, rounded to nearest even as ggml does), so that every tensor of a file
+goes through one function.
 """
 
 from __future__ import annotations
@@ -16,15 +18,16 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from gguf import GGMLQuantizationType as T
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T
 from numba import njit
 
-from nanosmol.quants.blocks import F16_TO_F32, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, block_geometry, k4_scale_min, q3_k_scale
+from nanosmol.quants.blocks import F16_TO_F32, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, k4_scale_min, q3_k_scale
 from nanosmol.quants.fit import GROUP_MAX_EPS, JIT, INLINE, clamp, f32, fit_scale_min, fit_symmetric, \
     fit_symmetric_3bit, largest_magnitude, nearest_int
 from nanosmol.workers import n_workers, parallel_map
 
 QUANTIZED_TYPES = (T.Q8_0, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K)
+TARGET_TYPES = QUANTIZED_TYPES + (T.F32, T.F16, T.BF16)
 ROWS_PER_JOB = 64  # rows a worker takes at a time: small enough to balance two busy cores
 
 
@@ -365,37 +368,55 @@ def k_scratch():
 # -- whole matrices, threaded -----------------------------------------------------------------
 
 
+def bf16_bits(x: np.ndarray) -> np.ndarray:
+    """float32 -> bfloat16 bits, rounded to nearest even (ggml's GGML_FP32_TO_BF16; x finite)."""
+    bits = x.view(np.uint32)
+    return ((bits + (0x7FFF + ((bits >> 16) & 1))) >> 16).astype(np.uint16)
+
+
+def _store_f32(x, out):
+    out[:] = x.view(np.uint8)
+
+
+def _store_f16(x, out):
+    out[:] = x.astype(np.float16).view(np.uint8)
+
+
+def _store_bf16(x, out):
+    out[:] = bf16_bits(x).view(np.uint8)
+
+
 def _kernel(qtype: T):
     """The rows kernel of a type, as fn(x, out)."""
     if qtype in (T.Q8_0, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1):
         return lambda x, out: rows_block32(int(qtype), x, out)
     if qtype in (T.Q4_K, T.Q5_K):
         return lambda x, out: rows_k4(qtype == T.Q5_K, x, out)
-    return {T.Q2_K: rows_q2_k, T.Q3_K: rows_q3_k, T.Q6_K: rows_q6_k}[qtype]
+    return {T.Q2_K: rows_q2_k, T.Q3_K: rows_q3_k, T.Q6_K: rows_q6_k,
+            T.F32: _store_f32, T.F16: _store_f16, T.BF16: _store_bf16}[qtype]
 
 
 def row_bytes(qtype, cols: int) -> int:
-    block_size, block_bytes = block_geometry(qtype)
+    block_size, block_bytes = GGML_QUANT_SIZES[T(qtype)]
     return cols // block_size * block_bytes
 
 
-def check_quantizable(qtype, cols: int) -> T:
+def check_target(qtype, cols: int) -> T:
+    """qtype as a GGMLQuantizationType, if rows of `cols` values can be written in it."""
     qtype = T(qtype)
-    if qtype not in QUANTIZED_TYPES:
-        raise ValueError(f"cannot quantize to {qtype.name} (types: {', '.join(t.name for t in QUANTIZED_TYPES)})")
-    block_size = block_geometry(qtype)[0]
+    if qtype not in TARGET_TYPES:
+        raise ValueError(f"cannot quantize to {qtype.name} (types: {', '.join(t.name for t in TARGET_TYPES)})")
+    block_size = GGML_QUANT_SIZES[qtype][0]
     if cols % block_size:
         raise ValueError(f"{cols} values per row is not a multiple of the {qtype.name} block size {block_size}")
     return qtype
 
 
 def quantize_rows_with(read_rows, rows: int, cols: int, qtype) -> np.ndarray:
-    """Quantize a matrix whose float32 rows r0..r1 read_rows(r0, r1) returns: uint8 [rows, row_bytes].
-
-    The workers take ROWS_PER_JOB rows at a time, read (convert) them and quantize them, so
-    at most a few jobs' floats are in memory at once.
-    """
-    qtype = check_quantizable(qtype, cols)
+    """Quantize a matrix whose float32 rows r0..r1 read_rows(r0, r1) returns (finite values,
+    C order): uint8 [rows, row_bytes]. The workers take ROWS_PER_JOB rows at a time, read
+    (convert) and quantize them, so that only a few jobs' floats are in memory at once."""
+    qtype = check_target(qtype, cols)
     out = np.empty((rows, row_bytes(qtype, cols)), np.uint8)
     kernel = _kernel(qtype)
 
@@ -412,7 +433,8 @@ def quantize_rows_with(read_rows, rows: int, cols: int, qtype) -> np.ndarray:
 
 
 def quantize_rows(values: np.ndarray, qtype) -> np.ndarray:
-    """float32 [rows, cols] -> uint8 [rows, row_bytes]: each row as blocks of qtype."""
+    """float32 [rows, cols] -> uint8 [rows, row_bytes]: each row in blocks of qtype (or as
+    F32, F16 or BF16 values)."""
     values = np.ascontiguousarray(values, dtype=np.float32)
     if values.ndim != 2:
         raise ValueError(f"expected a 2-D array of rows, got shape {values.shape}")
