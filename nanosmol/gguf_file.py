@@ -283,6 +283,14 @@ class GGUFFile:
         t = self.tensors[name]
         return self.data[t.offset : t.offset + t.nbytes]
 
+    def release(self, name: str) -> None:
+        """Drop the tensor's pages from this process's memory (not from the page cache): a
+        pass over a whole file, one tensor at a time, then keeps one tensor resident."""
+        t = self.tensors[name]
+        start = t.offset - t.offset % mmap.PAGESIZE
+        if t.nbytes and hasattr(mmap, "MADV_DONTNEED"):
+            self._mmap.madvise(mmap.MADV_DONTNEED, start, t.offset + t.nbytes - start)
+
     def close(self) -> None:
         self.data = None
         try:

@@ -163,3 +163,14 @@ def test_missing_tensors_are_named(tmp_path):
     result = quantize_command(VOCAB_LLAMA_BPE, tmp_path / "out.gguf", "Q8_0")
     assert result.exit_code == 2 and "missing tensor token_embd.weight (and 289 more problems)" in result.stderr
     assert not (tmp_path / "out.gguf").exists()
+
+
+@pytest.mark.parametrize("tensor", ["blk.1.ffn_up.weight", "blk.2.attn_norm.weight"])  # quantized, copied
+def test_nan_in_a_weight_is_named_and_nothing_is_written(tmp_path, tensor):
+    data = bytearray((MICRO / "micro-llama-F32.gguf").read_bytes())
+    info = GGUFFile(MICRO / "micro-llama-F32.gguf").tensors[tensor]
+    data[info.offset + 4 * 17 : info.offset + 4 * 18] = np.array([np.nan], np.float32).tobytes()
+    (tmp_path / "nan.gguf").write_bytes(bytes(data))
+    result = quantize_command(tmp_path / "nan.gguf", tmp_path / "out.gguf", "Q4_K_M")
+    assert result.exit_code == 2 and result.stderr.strip().endswith(f"tensor {tensor} holds NaN or Inf values")
+    assert os.listdir(tmp_path) == ["nan.gguf"]

@@ -16,7 +16,7 @@ from gguf import GGMLQuantizationType as T
 
 from nanosmol.config import ModelConfig, tensor_problems
 from nanosmol.convert.writer import MetadataEntry, Progress, TensorPlan, write_gguf
-from nanosmol.finite import check_finite
+from nanosmol.finite import SCANNED, NonFiniteWeightsError, has_nonfinite, nonfinite_problem
 from nanosmol.gguf_file import GGUFFile, TensorInfo
 from nanosmol.quants.blocks import SUPPORTED_TYPES
 from nanosmol.quants.kernels import dequantize_tile
@@ -38,7 +38,6 @@ def quantize_gguf(source: str | os.PathLike, target: str | os.PathLike, mix: Mix
         problems = tensor_problems(config, gguf.tensors)
         if problems:
             raise QuantizeError(problems[0] + (f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""))
-        check_finite(gguf)
         in_llama_cpp_order = sorted(gguf.tensors.values(), key=lambda t: (layer_of(t.name), t.name))
         plans = [plan_tensor(gguf, info, mix, config, pure, allow_requantize) for info in in_llama_cpp_order]
         write_gguf(target, config.arch, copied_metadata(gguf, mix), plans, progress)
@@ -54,19 +53,39 @@ def copied_metadata(gguf: GGUFFile, mix: Mix) -> list[MetadataEntry]:
 def plan_tensor(gguf: GGUFFile, info: TensorInfo, mix: Mix, config: ModelConfig, pure: bool,
                 allow_requantize: bool) -> TensorPlan:
     target = tensor_type(info.name, info.shape, mix, config.n_layer, config.gqa_ratio, config.tied_embeddings, pure)
+    release = lambda: gguf.release(info.name)  # noqa: E731  (the source's pages, once written)
     if target is None or target == info.type:
-        return TensorPlan(info.name, info.shape, info.type, lambda: gguf.tensor_data(info.name), info.type.name)
+        return TensorPlan(info.name, info.shape, info.type, lambda: finite_copy(gguf, info), info.type.name, release)
     if info.type not in FLOAT_TYPES:
         if info.type not in SUPPORTED_TYPES:
             raise QuantizeError(f"tensor {info.name} is {info.type.name}, which nanosmol cannot read")
         if not allow_requantize:
             raise QuantizeError(f"tensor {info.name} is already quantized ({info.type.name}): quantize from an F32, "
                                 f"F16 or BF16 file, or allow requantizing, which loses more than quantizing once")
+    return TensorPlan(info.name, info.shape, target, lambda: quantized(gguf, info, target), info.type.name, release)
+
+
+# NaN and Inf are looked for tensor by tensor, as each is read: a scan of the whole file first
+# would read (and keep in memory) every page of it.
+
+def finite_copy(gguf: GGUFFile, info: TensorInfo) -> np.ndarray:
+    """The tensor's bytes as they are."""
+    if info.type in SCANNED and has_nonfinite(gguf.tensor_data(info.name), info.type):
+        raise NonFiniteWeightsError(nonfinite_problem(gguf, info.name))
+    return gguf.tensor_data(info.name)
+
+
+def quantized(gguf: GGUFFile, info: TensorInfo, target: T) -> np.ndarray:
+    """The tensor in `target`'s blocks: uint8 [rows, row_bytes]."""
     raw = gguf.tensor_data(info.name).reshape(info.rows, -1)
-    return TensorPlan(info.name, info.shape, target,
-                      lambda: quantize_rows_with(lambda r0, r1: float_rows(raw, info.type, info.cols, r0, r1),
-                                                 info.rows, info.cols, target),
-                      info.type.name)
+
+    def read_rows(r0: int, r1: int) -> np.ndarray:
+        rows = float_rows(raw, info.type, info.cols, r0, r1)
+        if not np.isfinite(rows).all():
+            raise NonFiniteWeightsError(nonfinite_problem(gguf, info.name))
+        return rows
+
+    return quantize_rows_with(read_rows, info.rows, info.cols, target)
 
 
 def float_rows(raw: np.ndarray, qtype: T, cols: int, r0: int, r1: int) -> np.ndarray:

@@ -35,6 +35,7 @@ class TensorPlan:
     type: GGMLQuantizationType
     make: Callable[[], np.ndarray]  # the tensor's bytes, made when its turn comes
     source: str = ""  # what it was made from, for the progress line (e.g. "F16")
+    release: Callable[[], None] | None = None  # frees what make read, once the bytes are written
 
     @property
     def nbytes(self) -> int:
@@ -101,6 +102,9 @@ def write_gguf(path: str | os.PathLike, arch: str, metadata: list[MetadataEntry]
                 if data.nbytes != plan.nbytes:
                     raise ValueError(f"tensor {plan.name}: made {data.nbytes} bytes, expected {plan.nbytes}")
                 writer.write_tensor_data(data.reshape(-1))
+                del data
+                if plan.release is not None:
+                    plan.release()
                 if progress is not None:
                     progress(i + 1, len(tensors), plan, time.perf_counter() - start)
         finally:
