@@ -10,6 +10,7 @@ type is copied as it is. From the same source, the file is llama-quantize's byte
 from __future__ import annotations
 
 import os
+
 import numpy as np
 from gguf import GGUFValueType
 from gguf import GGMLQuantizationType as T
