@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
@@ -338,6 +339,50 @@ def print_reply(pieces, styled: bool, hide_thinking: bool) -> None:
         last_kind = piece.kind
     sys.stdout.write("\n")
     sys.stdout.flush()
+
+
+@main.command()
+@click.argument("source", type=click.Path(dir_okay=False))
+@click.argument("target", type=click.Path())
+@click.argument("type_name", metavar="TYPE")
+@click.option("--pure", is_flag=True, help="Every weight matrix in TYPE's base type: no mix (llama-quantize --pure).")
+@click.option("--allow-requantize", is_flag=True, help="Accept a SOURCE that is already quantized (loses more).")
+@click.option("-t", "--threads", "n_threads", type=click.IntRange(min=1), help="Threads (default: one per physical core).")
+def quantize(source, target, type_name, pure, allow_requantize, n_threads):
+    """Quantize the GGUF file SOURCE (F32, F16 or BF16) into TARGET as llama-quantize does.
+
+    TYPE: Q4_K_M, Q5_K_M, Q3_K_M (or Q4_K, Q5_K, Q3_K), Q2_K, Q6_K, Q8_0, Q4_0, Q4_1, Q5_0,
+    Q5_1, F16, BF16 or F32. Each tensor's line goes to stderr as it is written."""
+    from nanosmol.api import set_threads
+    from nanosmol.config import ConfigError
+    from nanosmol.convert import QuantizeError, progress_line, quantize_gguf
+    from nanosmol.quants.mixes import find_mix
+
+    try:
+        mix = find_mix(type_name)
+    except ValueError as e:
+        fail("TYPE", str(e))
+    if os.path.isdir(target):
+        fail(target, "is a folder: give the file name to write")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(target))):
+        fail(target, "its folder does not exist")
+    if os.path.exists(source) and os.path.exists(target) and os.path.samefile(source, target):
+        fail(target, "is the input file: write to another file")
+    set_threads(n_threads)
+    start = time.perf_counter()
+    try:
+        quantize_gguf(source, target, mix, pure, allow_requantize,
+                      progress=lambda *done: click.echo(progress_line(*done), err=True))
+    except (GGUFError, ConfigError, QuantizeError) as e:
+        fail(source, str(e))
+    except ValueError as e:  # NaN or Inf weights, unsupported metadata
+        fail(source, str(e))
+    except OSError as e:  # reading the source, or writing the target (its temporary file)
+        fail(source if e.filename == source else target, e.strerror or str(e))
+    except KeyboardInterrupt:
+        fail(target, "interrupted: nothing written")
+    click.echo(f"wrote {target}: {os.path.getsize(target) / 2**20:.2f} MiB ({mix.name}) from "
+               f"{os.path.getsize(source) / 2**20:.2f} MiB in {time.perf_counter() - start:.1f} s", err=True)
 
 
 @main.command()

@@ -221,6 +221,7 @@ class GGUFFile:
 
     def _parse_metadata(self, cur: _Cursor) -> dict[str, Any]:
         metadata: dict[str, Any] = {}
+        self.metadata_types: dict[str, tuple[GGUFValueType, GGUFValueType | None]] = {}  # (type, array element type)
         for i in range(self.kv_count):
             key_pos = cur.pos
             key = cur.string(f"metadata key #{i}")
@@ -228,7 +229,10 @@ class GGUFFile:
             if key in metadata:
                 raise GGUFError(key_pos, f"duplicate metadata key {quoted(key)}")
             vtype = cur.u32(f"type of {quoted(key)}")
+            value_pos = cur.pos
             metadata[key] = cur.value(vtype, label)
+            element = struct.unpack_from("<I", self._mmap, value_pos)[0] if vtype == GGUFValueType.ARRAY else None
+            self.metadata_types[key] = (_VALUE_TYPES[vtype], None if element is None else _VALUE_TYPES[element])
         return metadata
 
     def _parse_alignment(self) -> int:
@@ -278,6 +282,14 @@ class GGUFFile:
         """The tensor's bytes as a zero-copy uint8 view of the mapped file."""
         t = self.tensors[name]
         return self.data[t.offset : t.offset + t.nbytes]
+
+    def release(self, name: str) -> None:
+        """Drop the tensor's pages from this process's memory (not from the page cache): a
+        pass over a whole file, one tensor at a time, then keeps one tensor resident."""
+        t = self.tensors[name]
+        start = t.offset - t.offset % mmap.PAGESIZE
+        if t.nbytes and hasattr(mmap, "MADV_DONTNEED"):
+            self._mmap.madvise(mmap.MADV_DONTNEED, start, t.offset + t.nbytes - start)
 
     def close(self) -> None:
         self.data = None

@@ -5,6 +5,9 @@ same as the real file. Files are generated on demand and never committed.
 
     python tools/make_synthetic.py smollm3-3b Q4_K_M /tmp/smollm3-3b-q4km.gguf
     python tools/make_synthetic.py smollm2-135m Q8_0 /tmp/smollm2-135m-q8.gguf --vocab MODEL.gguf
+    python tools/make_synthetic.py smollm3-3b F16 /tmp/smollm3-3b-f16.gguf   # a source for nanosmol quantize
+
+F32, F16 and BF16 files hold normal random weights (standard deviation 0.02).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ SHAPES = {
 TOKENIZER_KEYS = ("tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.tokens", "tokenizer.ggml.token_type",
                   "tokenizer.ggml.merges", "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
                   "tokenizer.ggml.add_bos_token", "tokenizer.chat_template")
+FLOAT_MIXES = ("F32", "F16", "BF16")
 FALLBACK = {T.Q4_K: T.Q5_0, T.Q6_K: T.Q8_0}  # llama.cpp's choice when a row is not a multiple of 256
 
 
@@ -44,6 +48,8 @@ def uses_more_bits(layer: int, n_layers: int) -> bool:
 def tensor_type(name: str, mix: str, layer: int, n_layers: int, cols: int) -> T:
     if name.endswith("norm.weight"):
         return T.F32
+    if mix in FLOAT_MIXES:
+        return T[mix]
     if mix == "Q8_0":
         return T.Q8_0
     qtype = T.Q4_K
@@ -55,7 +61,7 @@ def tensor_type(name: str, mix: str, layer: int, n_layers: int, cols: int) -> T:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("shape", choices=sorted(SHAPES))
-    parser.add_argument("mix", choices=["Q4_K_M", "Q8_0"])
+    parser.add_argument("mix", choices=["Q4_K_M", "Q8_0", *FLOAT_MIXES])
     parser.add_argument("out", type=Path)
     parser.add_argument("--vocab", type=Path, help="GGUF to take the tokenizer from (default: the shape's)")
     args = parser.parse_args()
@@ -88,7 +94,7 @@ def main():
         cols, rows = gguf_shape[0], int(np.prod(gguf_shape[1:]))
         layer = int(name.split(".")[1]) if name.startswith("blk.") else 0
         qtype = tensor_type(name, args.mix, layer, n_layers, cols)
-        if qtype == T.F32:
+        if name.endswith("norm.weight"):
             writer.add_tensor(name, (1 + 0.1 * rng.standard_normal(cols)).astype(np.float32))
             continue
         raw = random_blocks(qtype, rows, cols // block_geometry(qtype)[0], rng, scale=0.02)
