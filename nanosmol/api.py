@@ -16,6 +16,7 @@ from nanosmol.config import ConfigError, ModelConfig, tensor_problems
 from nanosmol.finite import NonFiniteWeightsError, check_finite
 from nanosmol.generate import GenerationStats, StopScanner, generate_tokens, stream_text
 from nanosmol.kv.types import DEFAULT_CACHE_TYPE, CacheTypes
+from nanosmol.memory import available_memory, check_fits
 from nanosmol.sampling import Sampler, SamplingParams
 
 
@@ -42,7 +43,8 @@ def load(path: str | os.PathLike | None = None, n_ctx: int = 4096, n_threads: in
     """Open a GGUF file or a Hugging Face checkpoint folder (default: SmolLM2-135M-Instruct, fetched on first use).
 
     cache_type_k / cache_type_v: how the KV cache stores keys and values, "f32", "f16",
-    "q8_0" or "q4_0" (as llama.cpp's --cache-type-k/-v).
+    "q8_0" or "q4_0" (as llama.cpp's --cache-type-k/-v). A context whose cache would not fit
+    in the memory available raises ContextTooLargeError, which names one that would.
     """
     if path is None:
         from nanosmol.download import default_model_path
@@ -71,6 +73,8 @@ class Model:
         start = time.perf_counter()
         self.tokenizer = load_tokenizer(self.checkpoint)
         timings["tokenizer"] = time.perf_counter() - start
+        weight_bytes = sum(t.nbytes for t in self.checkpoint.tensors.values())
+        check_fits(self.config, weight_bytes, n_ctx, cache_types, available_memory())
 
         start = time.perf_counter()
         self.n_threads = set_threads(n_threads)

@@ -33,7 +33,7 @@ def test_inspect_json_quant_mix_matches_gguf_py(name):
     assert report["nope_layers"] == ([3, 7] if report["architecture"] == "smollm3" else [])
     h = report["hyperparameters"]
     assert (h["width"], h["heads"], h["kv_heads"], h["head_dim"]) == (256, 4, 1, 64)
-    assert report["memory"]["kv_cache"] == 2 * h["layers"] * 512 * h["kv_heads"] * h["head_dim"] * 4
+    assert report["memory"]["kv_cache"] == 2 * h["layers"] * 512 * h["kv_heads"] * h["head_dim"] * 2  # f16
     assert len(report["tensors"]) == report["tensor_count"]
 
 
@@ -193,3 +193,4 @@ def test_unknown_type_in_a_tensor_the_model_does_not_read(tmp_path):
     report = json.loads(invoke("inspect-gguf", "--json", path).output)
     assert report["validation"] == {"runnable": True, "problems": []}
     assert invoke("run", "-m", path, "--raw", "-n", "2", "hi").exit_code == 0
+
