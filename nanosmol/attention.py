@@ -60,14 +60,15 @@ def is_quantized(cache_type: int) -> bool:
 @njit(**INLINE)
 def key_score(k_type, key, q, query, at, head_dim, acc):
     """key . (the query head at q[at:]): integer block dot products on the int8 query for q8_0
-    and q4_0 keys, float lanes for f32 and f16 ones."""
+    and q4_0 keys (into acc[0:16]), float lanes for f32 and f16 ones (acc[0:32])."""
     acc[:] = 0.0
     if k_type == Q8_0:
         row_dots_block32(Q8_0, key, query, head_dim, at, 1, acc)
-    elif k_type == Q4_0:
+        return acc[:16].sum()
+    if k_type == Q4_0:
         row_dots_block32(Q4_0, key, query, head_dim, at, 1, acc)
-    else:
-        row_dot_float(k_type, key, q[at : at + head_dim], acc)
+        return acc[:16].sum()
+    row_dot_float(k_type, key, q[at : at + head_dim], acc)
     return acc.sum()
 
 
@@ -83,15 +84,14 @@ def value_row(v_type, row, out):
 
 
 @njit(**INLINE)
-def visible(slot_pos, slot, q_pos):
-    return 0 <= slot_pos[slot] <= q_pos
-
-
-@njit(**INLINE)
 def attend_chunk(q, query, k_cache, v_cache, k_type, v_type, slot_pos, q_pos, t, kv, c, n_filled, n_head, head_dim,
                  scores, partial, chunk_max, chunk_sum):
     """Query token t's heads of KV head kv over the slots of chunk c: each head's chunk
-    maximum, sum of weights and weighted value sum (see AttentionScratch)."""
+    maximum, sum of weights and weighted value sum (see AttentionScratch).
+
+    A slot the query does not see scores HIDDEN and weighs 0: after the score loop, the
+    loops over slots are branch-free selects that vectorize.
+    """
     group = n_head // k_cache.shape[0]
     first, last = c * CHUNK, min(n_filled, (c + 1) * CHUNK)
     keys, values, flat = k_cache[kv], v_cache[kv], q.reshape(-1)
@@ -99,28 +99,29 @@ def attend_chunk(q, query, k_cache, v_cache, k_type, v_type, slot_pos, q_pos, t,
     j0 = t * n_head + kv * group  # the group's first query head
     acc = stack_lanes()
     for slot in range(first, last):  # each key row read once for the group's heads
-        if visible(slot_pos, slot, q_pos):
-            for g in range(group):
-                at = t * q.shape[1] + (kv * group + g) * head_dim
-                scores[j0 + g, slot] = key_score(k_type, keys[slot], flat, query, at, head_dim, acc) * scale
+        seen = 0 <= slot_pos[slot] <= q_pos
+        for g in range(group):
+            at = t * q.shape[1] + (kv * group + g) * head_dim
+            scores[j0 + g, slot] = key_score(k_type, keys[slot], flat, query, at, head_dim, acc) * scale if seen \
+                else HIDDEN
     for j in range(j0, j0 + group):
-        weights, top, total = scores[j], HIDDEN, np.float32(0.0)
-        for slot in range(first, last):
-            if visible(slot_pos, slot, q_pos):
-                top = max(top, weights[slot])
-        for slot in range(first, last):
-            weights[slot] = exp32(weights[slot] - top) if visible(slot_pos, slot, q_pos) else np.float32(0.0)
-            total += weights[slot]
+        weights, top, total = scores[j, first:last], HIDDEN, np.float32(0.0)
+        for i in range(last - first):
+            top = max(top, weights[i])
+        for i in range(last - first):
+            weights[i] = exp32(weights[i] - top) if weights[i] > HIDDEN else np.float32(0.0)
+            total += weights[i]
         chunk_max[j, c], chunk_sum[j, c] = top, total
         partial[j, c, :] = 0.0
     value = np.empty(head_dim, np.float32)
     for slot in range(first, last):  # each value row decoded once for the group's heads
-        if visible(slot_pos, slot, q_pos):
-            value_row(v_type, values[slot], value)
-            for j in range(j0, j0 + group):
-                w, mixed = scores[j, slot], partial[j, c]
-                for i in range(head_dim):
-                    mixed[i] += w * value[i]
+        if scores[j0, slot] == 0.0:
+            continue  # unseen: exp32 gives a seen slot at least 1e-38
+        value_row(v_type, values[slot], value)
+        for j in range(j0, j0 + group):
+            w = scores[j, slot]
+            for i in range(head_dim):
+                partial[j, c, i] += w * value[i]
 
 
 @njit(**JIT)
