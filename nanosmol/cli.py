@@ -269,8 +269,8 @@ CHAT_HELP = """commands: /reset (forget the conversation), /system TEXT, /think 
 @click.option("--think/--no-think", default=None, help="SmolLM3 reasoning mode (default: the template's).")
 @click.option("--hide-thinking", is_flag=True, help="Show only the answer, not the reasoning.")
 @click.option("--think-budget", type=click.IntRange(min=0), help="End the reasoning after N tokens.")
-def chat(model_path, n_ctx, n_threads, verbose, cache_type_k, cache_type_v, max_tokens, temperature, top_k, top_p, min_p,
-         repeat_penalty, repeat_last_n, seed, stop, system, think, hide_thinking, think_budget):
+def chat(model_path, n_ctx, n_threads, verbose, cache_type_k, cache_type_v, max_tokens, temperature, top_k, top_p,
+         min_p, repeat_penalty, repeat_last_n, seed, stop, system, think, hide_thinking, think_budget):
     """Talk with the model. Reads user turns line by line from a pipe, too."""
     from nanosmol.chat import ChatSession, ChatTemplateError
     from nanosmol.finite import NonFiniteWeightsError

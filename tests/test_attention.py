@@ -98,8 +98,8 @@ def check(cache_type_k, cache_type_v, n_kv, group, head_dim, n_q, n_past, holes,
 
 
 cache_types = st.sampled_from(list(CACHE_TYPES))
-shapes = dict(n_kv=st.sampled_from([1, 2, 3]), group=st.sampled_from([1, 3, 4]), head_dim=st.sampled_from([32, 64, 128]),
-              holes=st.integers(0, 5), seed=st.integers(0, 2**32 - 1))
+shapes = dict(n_kv=st.sampled_from([1, 2, 3]), group=st.sampled_from([1, 3, 4]),
+              head_dim=st.sampled_from([32, 64, 128]), holes=st.integers(0, 5), seed=st.integers(0, 2**32 - 1))
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

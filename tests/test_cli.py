@@ -225,7 +225,8 @@ def test_run_refuses_a_context_that_cannot_fit_in_one_line():
                            "-c", str(2**36), "hi"], capture_output=True, text=True)
     lines = [l for l in proc.stderr.splitlines() if not l.startswith("nanosmol: compiling")]
     assert proc.returncode == 2 and len(lines) == 1
-    assert lines[0].startswith(f"error: {MICRO / 'micro-llama-Q8_0.gguf'}: --ctx {2**36} with a K f16, V f16 cache needs")
+    path = MICRO / "micro-llama-Q8_0.gguf"
+    assert lines[0].startswith(f"error: {path}: --ctx {2**36} with a K f16, V f16 cache needs")
     assert "--ctx " in lines[0].split(": use ")[1]
 
 
