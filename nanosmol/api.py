@@ -15,6 +15,8 @@ from nanosmol.chat import THINK_CLOSE, ChatPiece, ChatTemplateError, ThinkingSpl
 from nanosmol.config import ConfigError, ModelConfig, tensor_problems
 from nanosmol.finite import NonFiniteWeightsError, check_finite
 from nanosmol.generate import GenerationStats, StopScanner, generate_tokens, stream_text
+from nanosmol.kv.types import DEFAULT_CACHE_TYPE, CacheTypes
+from nanosmol.memory import available_memory, check_fits
 from nanosmol.sampling import Sampler, SamplingParams
 
 
@@ -36,17 +38,23 @@ def block_end(position: int) -> int:
     return block_start(position) + (REUSE_BLOCK if position < FAR else REUSE_BLOCK_FAR)
 
 
-def load(path: str | os.PathLike | None = None, n_ctx: int = 4096, n_threads: int | None = None) -> "Model":
-    """Open a GGUF file or a Hugging Face checkpoint folder (default: SmolLM2-135M-Instruct, fetched on first use)."""
+def load(path: str | os.PathLike | None = None, n_ctx: int = 4096, n_threads: int | None = None,
+         cache_type_k: str = DEFAULT_CACHE_TYPE, cache_type_v: str = DEFAULT_CACHE_TYPE) -> "Model":
+    """Open a GGUF file or a Hugging Face checkpoint folder (default: SmolLM2-135M-Instruct, fetched on first use).
+
+    cache_type_k / cache_type_v: how the KV cache stores keys and values, "f32", "f16",
+    "q8_0" or "q4_0" (as llama.cpp's --cache-type-k/-v). A context whose cache would not fit
+    in the memory available raises ContextTooLargeError, which names one that would.
+    """
     if path is None:
         from nanosmol.download import default_model_path
 
         path = default_model_path()
-    return Model(path, n_ctx=n_ctx, n_threads=n_threads)
+    return Model(path, n_ctx=n_ctx, n_threads=n_threads, cache_types=CacheTypes(cache_type_k, cache_type_v))
 
 
 class Model:
-    def __init__(self, path, n_ctx: int = 4096, n_threads: int | None = None):
+    def __init__(self, path, n_ctx: int = 4096, n_threads: int | None = None, cache_types: CacheTypes = CacheTypes()):
         timings = {}
         start = time.perf_counter()
         self.path = Path(path)
@@ -65,16 +73,18 @@ class Model:
         start = time.perf_counter()
         self.tokenizer = load_tokenizer(self.checkpoint)
         timings["tokenizer"] = time.perf_counter() - start
+        weight_bytes = sum(t.nbytes for t in self.checkpoint.tensors.values())
+        check_fits(self.config, weight_bytes, n_ctx, cache_types, available_memory())
 
         start = time.perf_counter()
         self.n_threads = set_threads(n_threads)
         announce_compilation()
         from nanosmol.model import Transformer  # imports the jitted kernels
 
-        self.transformer = Transformer(self.checkpoint, self.config, n_ctx=n_ctx)
+        self.transformer = Transformer(self.checkpoint, self.config, n_ctx=n_ctx, cache_types=cache_types)
         timings["weights"] = time.perf_counter() - start
         self.load_timings = timings  # seconds: metadata parse, NaN scan, tokenizer build, weights and kernels
-        self.n_ctx = n_ctx
+        self.n_ctx, self.cache_types = n_ctx, cache_types
         self._cached_ids: list[int] = []  # the tokens the KV cache holds, in order
         self._n_prefilled = 0  # how many of them chat() prefilled in aligned blocks (reusable)
         self.chat_template: str | None = self.checkpoint.metadata.get("tokenizer.chat_template")  # None: ChatML

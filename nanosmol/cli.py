@@ -37,6 +37,16 @@ def main():
     """Run SmolLM2 and SmolLM3 GGUF models on a CPU."""
 
 
+def cache_type_options(f):
+    """--cache-type-k/-v: how the KV cache stores keys and values (every command that sizes a cache)."""
+    from nanosmol.kv.types import CACHE_TYPES, DEFAULT_CACHE_TYPE
+
+    for which, what in (("v", "values"), ("k", "keys")):
+        f = click.option(f"--cache-type-{which}", type=click.Choice(list(CACHE_TYPES)), default=DEFAULT_CACHE_TYPE,
+                         show_default=True, help=f"KV cache type of the {what} (q8_0, q4_0: less memory).")(f)
+    return f
+
+
 @main.command("inspect-gguf")
 @click.argument("file", type=click.Path())
 @click.option("--tensors", is_flag=True, help="List every tensor: name, type, shape, bytes, offset.")
@@ -44,12 +54,14 @@ def main():
 @click.option("--template", is_flag=True, help="Print the chat template.")
 @click.option("--ctx", type=click.IntRange(min=1), help="Estimate memory for running at this context.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object, for scripts.")
-def inspect_gguf(file, tensors, metadata, template, ctx, as_json):
+@cache_type_options
+def inspect_gguf(file, tensors, metadata, template, ctx, as_json, cache_type_k, cache_type_v):
     """Explain a GGUF file (or Hugging Face folder) and tell whether nanosmol can run it."""
     from nanosmol.inspect_gguf import build_report, format_metadata, format_report
+    from nanosmol.kv.types import CacheTypes
 
     gguf = open_source(file)
-    report = build_report(gguf, ctx=ctx, with_tensors=tensors)
+    report = build_report(gguf, ctx=ctx, with_tensors=tensors, cache_types=CacheTypes(cache_type_k, cache_type_v))
     if as_json:
         if metadata:
             report["metadata"] = gguf.metadata
@@ -82,7 +94,7 @@ def model_options(f):
     ]
     for option in reversed(options):
         f = option(f)
-    return f
+    return cache_type_options(f)
 
 
 def sampling_options(f):
@@ -102,7 +114,7 @@ def sampling_options(f):
     return f
 
 
-def load_model(model_path, n_ctx, n_threads):
+def load_model(model_path, n_ctx, n_threads, cache_type_k, cache_type_v):
     from nanosmol.api import load
     from nanosmol.config import ConfigError
     from nanosmol.download import DownloadError
@@ -110,7 +122,7 @@ def load_model(model_path, n_ctx, n_threads):
 
     label = model_path or "default model"
     try:
-        return load(model_path, n_ctx=n_ctx, n_threads=n_threads)
+        return load(model_path, n_ctx=n_ctx, n_threads=n_threads, cache_type_k=cache_type_k, cache_type_v=cache_type_v)
     except (GGUFError, ConfigError, UnsupportedTypeError, DownloadError, ValueError) as e:
         fail(label, str(e))
     except OSError as e:
@@ -122,13 +134,13 @@ def load_model(model_path, n_ctx, n_threads):
 @model_options
 @sampling_options
 @click.option("--raw", is_flag=True, help="Feed the prompt as is, without the chat template.")
-def run(prompt, model_path, n_ctx, n_threads, verbose, max_tokens, temperature, top_k, top_p, min_p,
-        repeat_penalty, repeat_last_n, seed, stop, raw):
+def run(prompt, model_path, n_ctx, n_threads, verbose, cache_type_k, cache_type_v, max_tokens, temperature, top_k,
+        top_p, min_p, repeat_penalty, repeat_last_n, seed, stop, raw):
     """Generate text from PROMPT, streaming it to stdout."""
     from nanosmol.chat import ChatTemplateError
     from nanosmol.finite import NonFiniteWeightsError
 
-    model = load_model(model_path, n_ctx, n_threads)
+    model = load_model(model_path, n_ctx, n_threads, cache_type_k, cache_type_v)
     try:
         text = prompt if raw else model.chat_prompt([{"role": "user", "content": prompt}])
     except ChatTemplateError as e:
@@ -180,12 +192,12 @@ def print_stats(model) -> None:
 @main.command()
 @click.argument("textfile", type=click.File("r", encoding="utf-8", errors="replace"))
 @model_options
-def perplexity(textfile, model_path, n_ctx, n_threads, verbose):
+def perplexity(textfile, model_path, n_ctx, n_threads, verbose, cache_type_k, cache_type_v):
     """Perplexity of the model on TEXTFILE (windows of --ctx tokens, second half scored)."""
     from nanosmol.perplexity import perplexity_windows
 
     text = textfile.read()
-    model = load_model(model_path, n_ctx, n_threads)
+    model = load_model(model_path, n_ctx, n_threads, cache_type_k, cache_type_v)
     if verbose:
         print_load_time(model)
     try:
@@ -218,20 +230,26 @@ def int_list(ctx, param, value: str) -> list[int]:
               help="Decode tests: generated tokens, comma-separated (0 = none).")
 @click.option("-t", "--threads", default="2", show_default=True, callback=int_list, help="Thread counts, comma-separated.")
 @click.option("-r", "--repetitions", type=click.IntRange(min=1), default=3, show_default=True)
-@click.option("-c", "--ctx", "n_ctx", type=click.IntRange(min=8), default=4096, show_default=True)
+@click.option("-c", "--ctx", "n_ctx", type=click.IntRange(min=8), default=4096, show_default=True,
+              help="Context size (raised to fit the depth and the longest test).")
+@click.option("-d", "--depth", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Tokens already in the KV cache when each test starts (filled quickly, as llama-bench's -d).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of records.")
-def bench(model_path, prompt_lengths, gen_lengths, threads, repetitions, n_ctx, as_json):
+@cache_type_options
+def bench(model_path, prompt_lengths, gen_lengths, threads, repetitions, n_ctx, depth, as_json, cache_type_k,
+          cache_type_v):
     """Measure prefill and decode speed (tok/s), load time and peak RSS."""
     from nanosmol.bench import format_table, peak_rss_bytes, run_bench
 
     if not threads:
         raise click.BadParameter("give at least one thread count", param_hint="-t")
     start = time.perf_counter()
-    model = load_model(model_path, max(n_ctx, max(prompt_lengths + gen_lengths, default=0) + 8), None)
+    longest = max(prompt_lengths + [n + 1 for n in gen_lengths], default=0)
+    model = load_model(model_path, max(n_ctx, depth + longest + 8), None, cache_type_k, cache_type_v)
     load_seconds = time.perf_counter() - start
     log = None if as_json else (lambda r: click.echo(f"  {r.test} t={r.threads}: {r.tokens_per_second:.2f} tok/s", err=True))
     try:
-        records = list(run_bench(model, prompt_lengths, gen_lengths, threads, repetitions, log))
+        records = list(run_bench(model, prompt_lengths, gen_lengths, threads, repetitions, log, depth))
     except ValueError as e:
         fail(str(model.path), str(e))
     if as_json:
@@ -252,13 +270,13 @@ CHAT_HELP = """commands: /reset (forget the conversation), /system TEXT, /think 
 @click.option("--think/--no-think", default=None, help="SmolLM3 reasoning mode (default: the template's).")
 @click.option("--hide-thinking", is_flag=True, help="Show only the answer, not the reasoning.")
 @click.option("--think-budget", type=click.IntRange(min=0), help="End the reasoning after N tokens.")
-def chat(model_path, n_ctx, n_threads, verbose, max_tokens, temperature, top_k, top_p, min_p, repeat_penalty,
-         repeat_last_n, seed, stop, system, think, hide_thinking, think_budget):
+def chat(model_path, n_ctx, n_threads, verbose, cache_type_k, cache_type_v, max_tokens, temperature, top_k, top_p,
+         min_p, repeat_penalty, repeat_last_n, seed, stop, system, think, hide_thinking, think_budget):
     """Talk with the model. Reads user turns line by line from a pipe, too."""
     from nanosmol.chat import ChatSession, ChatTemplateError
     from nanosmol.finite import NonFiniteWeightsError
 
-    model = load_model(model_path, n_ctx, n_threads)
+    model = load_model(model_path, n_ctx, n_threads, cache_type_k, cache_type_v)
     if verbose:
         print_load_time(model)
     session = ChatSession(model, system=system, think=think, think_budget=think_budget, max_tokens=max_tokens,
@@ -399,14 +417,16 @@ def quantize(source, target, type_name, pure, allow_requantize, n_threads):
 @click.option("--think-budget", type=click.IntRange(min=0), help="Default bound on SmolLM3's thinking, in tokens.")
 @click.option("--chat-template-file", type=click.File("r", encoding="utf-8"),
               help="Use this Jinja chat template instead of the file's.")
-def serve(model_path, host, port, n_ctx, n_threads, api_key, cors_origin, max_queue, think_budget, chat_template_file):
+@cache_type_options
+def serve(model_path, host, port, n_ctx, n_threads, api_key, cors_origin, max_queue, think_budget, chat_template_file,
+          cache_type_k, cache_type_v):
     """Serve the model over HTTP: OpenAI's API (/v1/...) and a web chat at /."""
     from nanosmol.server import missing_dependency
 
     missing = missing_dependency()
     if missing:
         fail("serve", f"the server needs the package '{missing}': pip install 'nanosmol[serve]'")
-    model = load_model(model_path, n_ctx, n_threads)
+    model = load_model(model_path, n_ctx, n_threads, cache_type_k, cache_type_v)
     if chat_template_file is not None:
         model.chat_template = chat_template_file.read()
     from nanosmol.server import serve as run_server

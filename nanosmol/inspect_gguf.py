@@ -10,17 +10,19 @@ from nanosmol.checkpoint import load_tokenizer
 from nanosmol.config import ConfigError, ModelConfig, tensor_problems
 from nanosmol.finite import nonfinite_problem, nonfinite_tensors
 from nanosmol.gguf_file import GGUFFile
+from nanosmol.kv.types import CacheTypes
+from nanosmol.memory import memory_estimate
 from nanosmol.quants import SUPPORTED_TYPES
 from nanosmol.tokenizer import TokenizerError
 
 TOKEN_TYPE_CONTROL = 3
 TOKEN_TYPE_USER_DEFINED = 4
 SPECIAL_TOKEN_KEYS = ("bos", "eos", "eot", "eom", "padding", "unknown", "sep", "cls", "mask")
-PREFILL_CHUNK = 512  # tokens per prefill batch, for the scratch estimate
 SAMPLE_CONVERSATION = [{"role": "user", "content": "hello"}]  # what the verdict renders the chat template with
 
 
-def build_report(gguf: GGUFFile, ctx: int | None = None, with_tensors: bool = False) -> dict[str, Any]:
+def build_report(gguf: GGUFFile, ctx: int | None = None, with_tensors: bool = False,
+                 cache_types: CacheTypes = CacheTypes()) -> dict[str, Any]:
     """Everything `inspect-gguf` shows, as one JSON-ready dict."""
     meta = gguf.metadata
     tensors = list(gguf.tensors.values())
@@ -43,7 +45,7 @@ def build_report(gguf: GGUFFile, ctx: int | None = None, with_tensors: bool = Fa
         "validation": _validate(gguf, config, config_error),
     }
     if ctx is not None and config is not None:
-        report["memory"] = memory_estimate(config, tensor_bytes, ctx)
+        report["memory"] = memory_estimate(config, tensor_bytes, ctx, cache_types)
     if with_tensors:
         report["tensors"] = [
             {"name": t.name, "type": t.type.name, "shape": list(t.shape), "bytes": t.nbytes, "offset": t.offset}
@@ -162,41 +164,6 @@ def _tokenizer_and_template_problems(gguf: GGUFFile) -> list[str]:
     return []
 
 
-def memory_estimate(c: ModelConfig, weight_bytes: int, ctx: int) -> dict[str, Any]:
-    """Bytes needed to run at context `ctx`: mapped weights, float32 KV cache, scratch buffers."""
-    f32 = 4
-    kv_cache = 2 * c.n_layer * ctx * c.n_head_kv * c.head_dim * f32
-    chunk = min(ctx, PREFILL_CHUNK)
-    q, kv = c.n_head * c.head_dim, c.n_head_kv * c.head_dim
-    activations = chunk * (3 * c.n_embd + q + 2 * kv + 3 * c.n_ff) * f32
-    scores = chunk * ctx * c.n_head * f32
-    logits = chunk * c.vocab_size * f32
-    scratch = activations + scores + logits
-    total = weight_bytes + kv_cache + scratch
-    available = available_memory()
-    return {
-        "ctx": ctx,
-        "weights": weight_bytes,
-        "kv_cache": kv_cache,
-        "scratch": scratch,
-        "total": total,
-        "available": available,
-        "fits": None if available is None else total <= available,
-    }
-
-
-def available_memory() -> int | None:
-    """MemAvailable from /proc/meminfo (Linux), else None."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
 # -- text rendering -------------------------------------------------------------------
 
 
@@ -263,7 +230,8 @@ def format_report(r: dict[str, Any]) -> str:
             "",
             f"memory at --ctx {m['ctx']}",
             f"  weights (mapped) {human_bytes(m['weights']):>12}",
-            f"  KV cache (f32)   {human_bytes(m['kv_cache']):>12}",
+            f"  KV cache         {human_bytes(m['kv_cache']):>12}   K {m['cache_type_k']}, V {m['cache_type_v']}"
+            f" (both f32 / f16 / q8_0 / q4_0: {' / '.join(human_bytes(b) for b in m['kv_cache_by_type'].values())})",
             f"  scratch          {human_bytes(m['scratch']):>12}",
             f"  total            {human_bytes(m['total']):>12}   {fits} in {avail} available",
         ]

@@ -8,9 +8,11 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
-from nanosmol.attention import KVCache, attend, attend_batch, store_kv
+from nanosmol.attention import AttentionScratch, attend, attend_batch
 from nanosmol.config import ModelConfig
 from nanosmol.gguf_file import GGUFFile
+from nanosmol.kv.cache import KVCache, store_kv
+from nanosmol.kv.types import CacheTypes
 from nanosmol.layers import RopeTable, rmsnorm, rope_inplace, swiglu_inplace
 from nanosmol.quants import QuantMatrix, kernels, matmul_all
 from nanosmol.quants.intdot import QuantizedVector, quantize_vector
@@ -70,7 +72,7 @@ class DecodeScratch(NamedTuple):
     gate: np.ndarray  # [n_ff]
     up: np.ndarray
     xq: QuantizedVector  # the input of the matrix-vector products, quantized (room for any)
-    scores: np.ndarray  # [n_head, n_ctx]: attention weights over the cache slots, per head
+    attention: AttentionScratch  # attention's buffers over the cache slots
     row: np.ndarray  # [n_embd]: one output-matrix row, dequantized
 
     @classmethod
@@ -80,7 +82,7 @@ class DecodeScratch(NamedTuple):
                    row(c.n_head_kv * c.head_dim), row(c.n_head * c.head_dim), row(c.n_embd),
                    np.zeros(c.n_ff, np.float32), np.zeros(c.n_ff, np.float32),
                    QuantizedVector.empty(max(c.n_embd, c.n_ff, c.n_head * c.head_dim)),
-                   np.zeros((c.n_head, n_ctx), np.float32), np.zeros(c.n_embd, np.float32))
+                   AttentionScratch.of(1, c.n_head, c.head_dim, n_ctx), np.zeros(c.n_embd, np.float32))
 
 
 RESCORED = 16  # decode's best candidates whose logits are recomputed from the float activation
@@ -104,7 +106,8 @@ def project(w: QuantMatrix, x: np.ndarray, xq: QuantizedVector) -> np.ndarray:
 
 
 class Transformer:
-    def __init__(self, gguf: GGUFFile, config: ModelConfig, n_ctx: int, n_keep: int = 4):
+    def __init__(self, gguf: GGUFFile, config: ModelConfig, n_ctx: int, n_keep: int = 4,
+                 cache_types: CacheTypes = CacheTypes()):
         """gguf: a GGUFFile or a source shown as one (nanosmol.checkpoint): .tensors, .tensor_data(name)."""
         self.config = c = config
         matrix = lambda name: _matrix(gguf, name)
@@ -129,7 +132,8 @@ class Transformer:
         ]
         self.stack = LayerStack.of(self.layers)
         self.scratch = DecodeScratch.of(c, n_ctx)
-        self.cache = KVCache(c.n_layer, n_ctx, c.n_head_kv, c.head_dim, n_keep=min(n_keep, n_ctx - 1))
+        self.cache = KVCache(c.n_layer, n_ctx, c.n_head_kv, c.head_dim, n_keep=min(n_keep, n_ctx - 1),
+                             types=cache_types)
         self.rope = RopeTable(c.head_dim, c.rope_theta, n_ctx, c.rope_freq_scale)
 
     def forward(self, tokens: np.ndarray, all_logits: bool = False) -> np.ndarray:
@@ -147,8 +151,8 @@ class Transformer:
         cos, sin = self.rope.lookup(positions)
         x = self.token_embd.dequantize_rows(tokens)
         if len(tokens) == 1:
-            decode_layers(x, self.stack, cache.k, cache.v, cache.slot_pos, slots, positions, cache.n_filled,
-                          cos, sin, c.rms_eps, c.n_head, c.head_dim, self.scratch)
+            decode_layers(x, self.stack, cache.k, cache.v, cache.k_type, cache.v_type, cache.slot_pos, slots,
+                          positions, cache.n_filled, cos, sin, c.rms_eps, c.n_head, c.head_dim, self.scratch)
         else:
             self._prefill_layers(x, slots, positions, cos, sin)
         if not all_logits:
@@ -174,9 +178,9 @@ class Transformer:
             if layer.use_rope:
                 rope_inplace(q, c.n_head, c.head_dim, cos, sin)
                 rope_inplace(k, c.n_head_kv, c.head_dim, cos, sin)
-            store_kv(cache.k[il], cache.v[il], k, v, slots, c.head_dim)
-            attend_batch(q, cache.k[il], cache.v[il], cache.slot_pos, positions, cache.n_filled,
-                         c.n_head, c.head_dim, attn)
+            cache.store(il, k, v, slots)
+            attend_batch(q, cache.k[il], cache.v[il], cache.k_type, cache.v_type, cache.slot_pos, positions,
+                         cache.n_filled, c.n_head, c.head_dim, attn)
             x += layer.wo.matmul(attn)
             rmsnorm(x, layer.ffn_norm, c.rms_eps, h)
             gate, up = matmul_all([layer.w_gate, layer.w_up], h)
@@ -185,7 +189,8 @@ class Transformer:
 
 
 @njit(cache=True, fastmath=True, boundscheck=False)
-def decode_layers(x, w, k_cache, v_cache, slot_pos, slots, positions, n_filled, cos, sin, eps, n_head, head_dim, s):
+def decode_layers(x, w, k_cache, v_cache, k_type, v_type, slot_pos, slots, positions, n_filled, cos, sin, eps, n_head,
+                  head_dim, s):
     """The layers of _prefill_layers for one token x [1, n_embd], compiled whole.
 
     A SmolLM2-135M step has under 10 ms; dispatching its 400 small ops from Python took a
@@ -201,8 +206,9 @@ def decode_layers(x, w, k_cache, v_cache, slot_pos, slots, positions, n_filled, 
         if w.use_rope[il]:
             rope_inplace(s.q, n_head, head_dim, cos, sin)
             rope_inplace(s.k, n_head_kv, head_dim, cos, sin)
-        store_kv(k_cache[il], v_cache[il], s.k, s.v, slots, head_dim)
-        attend(s.q, k_cache[il], v_cache[il], slot_pos, positions, n_filled, n_head, head_dim, s.attn, s.scores)
+        store_kv(k_cache[il], v_cache[il], k_type, v_type, s.k, s.v, slots, head_dim)
+        attend(s.q, k_cache[il], v_cache[il], k_type, v_type, slot_pos, positions, n_filled, n_head, head_dim, s.attn,
+               s.attention)
         matvec(t[3], w.wo[il], s.attn[0], quantize_vector(s.attn[0], s.xq), s.out[0])
         x += s.out
         rmsnorm(x, w.ffn_norm[il], eps, s.h)

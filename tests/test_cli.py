@@ -33,7 +33,7 @@ def test_inspect_json_quant_mix_matches_gguf_py(name):
     assert report["nope_layers"] == ([3, 7] if report["architecture"] == "smollm3" else [])
     h = report["hyperparameters"]
     assert (h["width"], h["heads"], h["kv_heads"], h["head_dim"]) == (256, 4, 1, 64)
-    assert report["memory"]["kv_cache"] == 2 * h["layers"] * 512 * h["kv_heads"] * h["head_dim"] * 4
+    assert report["memory"]["kv_cache"] == 2 * h["layers"] * 512 * h["kv_heads"] * h["head_dim"] * 2  # f16
     assert len(report["tensors"]) == report["tensor_count"]
 
 
@@ -193,3 +193,47 @@ def test_unknown_type_in_a_tensor_the_model_does_not_read(tmp_path):
     report = json.loads(invoke("inspect-gguf", "--json", path).output)
     assert report["validation"] == {"runnable": True, "problems": []}
     assert invoke("run", "-m", path, "--raw", "-n", "2", "hi").exit_code == 0
+
+
+@pytest.mark.parametrize("command", ["run", "chat", "perplexity", "bench", "serve", "inspect-gguf"])
+def test_every_command_that_sizes_a_cache_takes_its_types(command):
+    text = invoke(command, "--help").output
+    assert "--cache-type-k [f32|f16|q8_0|q4_0]" in text and "--cache-type-v [f32|f16|q8_0|q4_0]" in text
+
+
+def test_run_with_quantized_cache_types():
+    result = invoke("run", "-m", MICRO / "micro-llama-Q8_0.gguf", "--raw", "-n", "6", "--temp", "0", "-c", "64",
+                    "--cache-type-k", "q4_0", "--cache-type-v", "q8_0", "the cat sat on the mat " * 12)
+    assert result.exit_code == 0 and result.stdout.strip()
+
+
+def test_inspect_reports_the_memory_of_each_cache_type():
+    report = json.loads(invoke("inspect-gguf", MICRO / "micro-llama-Q8_0.gguf", "--json", "--ctx", "1024",
+                               "--cache-type-k", "q8_0", "--cache-type-v", "q4_0").output)
+    m, h = report["memory"], report["hyperparameters"]
+    per_layer_slot = h["kv_heads"] * h["head_dim"] // 32  # blocks of 32 values
+    assert m["kv_cache"] == h["layers"] * 1024 * per_layer_slot * (34 + 18)
+    assert m["kv_cache_by_type"] == {t: h["layers"] * 1024 * per_layer_slot * 2 * b
+                                     for t, b in (("f32", 128), ("f16", 64), ("q8_0", 34), ("q4_0", 18))}
+    assert m["total"] == m["weights"] + m["kv_cache"] + m["scratch"]
+    text = invoke("inspect-gguf", MICRO / "micro-llama-Q8_0.gguf", "--ctx", "1024", "--cache-type-v", "q4_0").output
+    assert "K f16, V q4_0" in text
+
+
+def test_run_refuses_a_context_that_cannot_fit_in_one_line():
+    proc = subprocess.run([sys.executable, "-m", "nanosmol", "run", "-m", str(MICRO / "micro-llama-Q8_0.gguf"),
+                           "-c", str(2**36), "hi"], capture_output=True, text=True)
+    lines = [l for l in proc.stderr.splitlines() if not l.startswith("nanosmol: compiling")]
+    assert proc.returncode == 2 and len(lines) == 1
+    path = MICRO / "micro-llama-Q8_0.gguf"
+    assert lines[0].startswith(f"error: {path}: --ctx {2**36} with a K f16, V f16 cache needs")
+    assert "--ctx " in lines[0].split(": use ")[1]
+
+
+def test_bench_at_depth_reports_its_tests_there():
+    result = invoke("bench", "-m", MICRO / "micro-llama-Q8_0.gguf", "-p", "16", "-n", "4", "-t", "1", "-r", "1",
+                    "-d", "300", "--cache-type-k", "q8_0", "--cache-type-v", "q4_0", "--json")
+    records = json.loads(result.output)
+    assert [r["test"] for r in records] == ["pp16 @ d300", "tg4 @ d300"]
+    assert all(r["depth"] == 300 and r["cache_types"] == "K q8_0, V q4_0" and r["tokens_per_second"] > 0
+               for r in records)

@@ -15,8 +15,9 @@ CASES = [(entry["file"], seq, entry["seqs"][seq]) for entry in micro_index() for
 
 
 @functools.lru_cache(maxsize=None)
-def micro_model(name: str, n_ctx: int = 256) -> nanosmol.Model:
-    return nanosmol.load(MICRO / name, n_ctx=n_ctx)
+def micro_model(name: str, n_ctx: int = 256, cache_type: str = "f32") -> nanosmol.Model:
+    """The fidelity tests take an f32 KV cache; the others' error is bounded against it below."""
+    return nanosmol.load(MICRO / name, n_ctx=n_ctx, cache_type_k=cache_type, cache_type_v=cache_type)
 
 
 def llama_cpp_logits(name: str, seq: str) -> np.ndarray:
@@ -152,3 +153,39 @@ def test_decode_rescores_its_top_logits_exactly(name):
     top = np.argsort(logits)[-RESCORED:]
     np.testing.assert_allclose(logits[top], exact[top], rtol=1e-5, atol=1e-5 * np.abs(exact).max())
     assert logits.argmax() == exact.argmax()
+
+
+# Largest logit error of each KV cache type against the f32 cache, over the logits' range, with
+# float weights (measured: f16 2.8e-4, q8_0 7.5e-3, q4_0 0.13 on these random-weight models).
+# With quantized weights a cache's rounding also flips int8 activation roundings: up to ~3%.
+CACHE_TOLERANCE = {"f16": 1e-3, "q8_0": 0.02, "q4_0": 0.2}
+ROUNDING_FLIPS = 0.03
+CACHE_CASES = [c for c in CASES if c[0] in ("micro-llama-F32.gguf", "micro-smollm3-Q8_0.gguf")]
+
+
+def cache_tolerance(name: str, cache_type: str) -> float:
+    return CACHE_TOLERANCE[cache_type] if "F32" in name else max(CACHE_TOLERANCE[cache_type], ROUNDING_FLIPS)
+
+
+@pytest.mark.parametrize("cache_type", list(CACHE_TOLERANCE))
+def test_each_cache_type_stays_near_the_f32_cache_in_prefill_and_decode(cache_type):
+    for name, _, tokens in CACHE_CASES:
+        exact = micro_model(name).logits(tokens)
+        model = micro_model(name, cache_type=cache_type)
+        assert relative_error(model.logits(tokens), exact) < cache_tolerance(name, cache_type)
+        stepwise = decode_stepwise(model, tokens), decode_stepwise(micro_model(name), tokens)
+        assert relative_error(*stepwise) < cache_tolerance(name, cache_type)
+
+
+@pytest.mark.parametrize("cache_type", list(CACHE_TOLERANCE))
+def test_each_cache_type_follows_the_f32_cache_around_the_ring(cache_type):
+    """80 tokens through a 32-slot ring: the sink stays, the rest wraps twice."""
+    runs = []
+    for kind in ("f32", cache_type):
+        tr = micro_model("micro-llama-F32.gguf", n_ctx=32, cache_type=kind).transformer
+        tr.cache.reset()
+        steps = [tr.forward(np.arange(20))]
+        steps += [tr.forward(np.array([(7 * step) % 200])) for step in range(60)]
+        assert tr.cache.n_seen == 80 and tr.cache.slot_pos.max() == 79
+        runs.append(np.stack(steps))
+    assert relative_error(runs[1], runs[0]) < cache_tolerance("micro-llama-F32.gguf", cache_type)

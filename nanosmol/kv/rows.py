@@ -1,0 +1,114 @@
+"""Key and value rows into the cache types' GGML blocks, as ggml's reference quantizers write them.
+
+F32, F16, Q8_0 and Q4_0: the KV cache stores each token's key and value rows this way
+(kv/cache.py), so attention reads them with the weights' block dot products and decoders.
+Bit-exact with ggml (and gguf-py's `gguf.quants.quantize`): these run without fastmath,
+whose reassociation and reciprocal tricks would move a rounding here and there.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
+
+from nanosmol.quants.blocks import F16, F32, Q4_0, Q8_0
+
+EXACT_INLINE = dict(cache=True, boundscheck=False, inline="always")
+
+
+@intrinsic
+def float_bits(typingctx, x):
+    """The IEEE bits of a float32, as a uint32."""
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return types.uint32(types.float32), codegen
+
+
+@njit(**EXACT_INLINE)
+def f16_bits(x):
+    """float32 -> the bits of the nearest float16 (ties to even), as numpy's astype does."""
+    f = np.int64(float_bits(np.float32(x)))
+    sign = (f >> 16) & 0x8000
+    magnitude = f & 0x7FFFFFFF
+    if magnitude > 0x7F800000:  # NaN
+        return sign | 0x7E00
+    if magnitude >= 0x47800000:  # 65536 or more, or infinity
+        return sign | 0x7C00
+    if magnitude < 0x38800000:  # below float16's smallest normal: a subnormal half, or zero
+        if magnitude < 0x33000000:  # at most half the smallest subnormal: rounds to zero
+            return sign
+        shift = 126 - (magnitude >> 23)
+        mantissa = 0x800000 | (magnitude & 0x7FFFFF)
+        half, rest, midpoint = mantissa >> shift, mantissa & ((1 << shift) - 1), 1 << (shift - 1)
+    else:
+        half, rest, midpoint = (magnitude >> 13) - (112 << 10), magnitude & 0x1FFF, 0x1000
+    if rest > midpoint or (rest == midpoint and half & 1):
+        half += 1  # a carry into the exponent is right, up to infinity
+    return sign | half
+
+
+@njit(**EXACT_INLINE)
+def put_u16(out, o, bits):
+    out[o] = np.uint8(bits & 0xFF)
+    out[o + 1] = np.uint8(bits >> 8)
+
+
+@njit(**EXACT_INLINE)
+def roundf(x):
+    """C's roundf: halves away from zero (np.rint would round them to even)."""
+    a = abs(x)
+    whole = np.floor(a)
+    r = whole + np.floor(2 * (a - whole))
+    return r if x >= 0 else -r
+
+
+@njit(**EXACT_INLINE)
+def quantize_q8_0(x, out, o):
+    """One Q8_0 block (d f16, qs[32] int8) of x[0:32] at out[o]."""
+    amax = np.float32(0.0)
+    for j in range(32):
+        amax = max(amax, abs(x[j]))
+    d = np.float32(amax / np.float32(127.0))
+    inverse = np.float32(1.0) / d if d != 0 else np.float32(0.0)
+    put_u16(out, o, f16_bits(d))
+    for j in range(32):
+        out[o + 2 + j] = np.uint8(np.int64(roundf(np.float32(x[j] * inverse))) & 0xFF)
+
+
+@njit(**EXACT_INLINE)
+def quantize_q4_0(x, out, o):
+    """One Q4_0 block (d f16, qs[16]: value j in the low nibble of byte j, 16 + j in its high) at out[o]."""
+    amax, extreme = abs(x[0]), x[0]
+    for j in range(1, 32):  # the value of largest magnitude, with its sign; the first of ties
+        if abs(x[j]) > amax:
+            amax, extreme = abs(x[j]), x[j]
+    d = np.float32(extreme / np.float32(-8.0))
+    inverse = np.float32(1.0) / d if d != 0 else np.float32(0.0)
+    put_u16(out, o, f16_bits(d))
+    for j in range(16):
+        low = min(15, np.int64(np.float32(x[j] * inverse) + np.float32(8.5)))
+        high = min(15, np.int64(np.float32(x[16 + j] * inverse) + np.float32(8.5)))
+        out[o + 2 + j] = np.uint8(low | (high << 4))
+
+
+@njit(**EXACT_INLINE)
+def quantize_row(qtype, x, out):
+    """The row x (float32, a multiple of 32 values) into out (uint8, the row's bytes in qtype)."""
+    if qtype == Q8_0:
+        for b in range(x.shape[0] // 32):
+            quantize_q8_0(x[32 * b : 32 * b + 32], out, 34 * b)
+    elif qtype == Q4_0:
+        for b in range(x.shape[0] // 32):
+            quantize_q4_0(x[32 * b : 32 * b + 32], out, 18 * b)
+    elif qtype == F16:
+        for j in range(x.shape[0]):
+            put_u16(out, 2 * j, f16_bits(x[j]))
+    else:  # F32
+        for j in range(x.shape[0]):
+            bits = float_bits(x[j])
+            for k in range(4):
+                out[4 * j + k] = np.uint8((bits >> np.uint32(8 * k)) & np.uint32(0xFF))

@@ -1,0 +1,44 @@
+"""KV cache types: f32, f16, q8_0, q4_0, as llama.cpp's `--cache-type-k/-v` offer them.
+
+Each token's key (or value) of each KV head is stored as one row of GGML blocks of the type,
+so attention reads the cache with the weights' own block dot products and decoders
+(nanosmol/attention.py): a q8_0 cache takes 27% of f32's memory, q4_0 14%. This module
+holds only names and sizes (no kernels), for the command line and the memory estimate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T
+
+CACHE_TYPES = {"f32": int(T.F32), "f16": int(T.F16), "q8_0": int(T.Q8_0), "q4_0": int(T.Q4_0)}  # GGML type codes
+DEFAULT_CACHE_TYPE = "f16"
+
+
+@dataclass(frozen=True)
+class CacheTypes:
+    """The types of the cached keys and values: one of CACHE_TYPES' names each."""
+
+    k: str = DEFAULT_CACHE_TYPE
+    v: str = DEFAULT_CACHE_TYPE
+
+    def __post_init__(self):
+        for which, name in (("K", self.k), ("V", self.v)):
+            if name not in CACHE_TYPES:
+                raise ValueError(f"unknown cache type {name!r} for {which}: choose one of {', '.join(CACHE_TYPES)}")
+
+    def __str__(self) -> str:
+        return f"K {self.k}, V {self.v}"
+
+
+def row_bytes(cache_type: str, head_dim: int) -> int:
+    """Bytes of one head's key (or value) row of one token."""
+    size, nbytes = GGML_QUANT_SIZES[T(CACHE_TYPES[cache_type])]
+    return head_dim // size * nbytes
+
+
+def cache_bytes(n_layer: int, n_ctx: int, n_head_kv: int, head_dim: int, types: CacheTypes) -> int:
+    """The KV cache's size when every slot is filled."""
+    per_slot = row_bytes(types.k, head_dim) + row_bytes(types.v, head_dim)
+    return n_layer * n_head_kv * n_ctx * per_slot
