@@ -40,9 +40,12 @@ class _Progress(event.Listener):
     def on_end(self, ev: event.Event) -> None:
         self.depth -= 1
 
-    def finish(self) -> None:
-        if self.start is not None:
-            done = f" done: {self.kernels} kernels in {time.perf_counter() - self.start:.0f} s\n"
+    def finish(self, completed: bool = True) -> None:
+        if self.start is not None and not completed:  # interrupted: end the line for the error after it
+            self._write("\n")
+        elif self.start is not None:
+            kernels = f"{self.kernels} kernel{'s' if self.kernels > 1 else ''}"
+            done = f" done: {kernels} in {time.perf_counter() - self.start:.0f} s\n"
             self._write(f"\r\033[K{HEADER}:{done}" if self.live else done)
 
     def _write(self, text: str) -> None:
@@ -57,5 +60,7 @@ def compile_progress(stream: TextIO | None = None) -> Iterator[None]:
     try:
         with event.install_listener("numba:compile", progress):
             yield
-    finally:
-        progress.finish()
+    except BaseException:
+        progress.finish(completed=False)
+        raise
+    progress.finish()

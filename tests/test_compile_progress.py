@@ -19,7 +19,7 @@ def test_one_line_while_compiling_and_silence_when_compiled():
         assert add_one(1) == 2
     text = stream.getvalue()
     assert text.startswith(HEADER) and text.endswith("\n") and text.count("\n") == 1
-    assert "done: 1 kernels in" in text
+    assert "done: 1 kernel in" in text
 
     stream = io.StringIO()
     with compile_progress(stream):
