@@ -143,7 +143,9 @@ class Transformer:
         """A short prefill and one decode step from an empty cache, then empty it again: the
         kernels this file needs are compiled (or loaded from Numba's cache) now, not inside
         the first generation (milliseconds on the default model once cached)."""
-        self.forward(np.zeros(min(PREFILL_TOKENS + 1, self.cache.ring_size - 1), np.int64))  # a tail after 8
+        prompt = min(PREFILL_TOKENS + 1, self.cache.ring_size - 1)  # 8 tokens and a tail, where they fit
+        if prompt > 1:
+            self.forward(np.zeros(prompt, np.int64))
         self.forward(np.zeros(1, np.int64))
         self.cache.reset()
 
