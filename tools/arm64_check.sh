@@ -25,7 +25,7 @@ RUN_FLAGS=(-n 12 --temp 0 --seed 1 --raw -c 256)
 TESTS=(tests/test_simd.py tests/test_vecdot.py tests/test_model.py
        -k "not test_model or ((llama_cpp or rescores) and (Q4_1 or Q8_0 or Q4_K_M))")
 # What a fresh arm64 install pulls in, plus what the tests need.
-PACKAGES=(numpy numba llvmlite gguf tokenizers click jinja2 threadpoolctl pytest hypothesis setuptools wheel)
+PACKAGES=(numpy numba llvmlite gguf tokenizers click jinja2 threadpoolctl safetensors pytest hypothesis setuptools wheel)
 
 say() { echo "== $*"; }
 
@@ -45,19 +45,19 @@ build_root() {
             bookworm "$ROOT" "$MIRROR" >"$CACHE/debootstrap.log"
         touch "$ROOT/.built"
     fi
-    if [ ! -e "$CACHE/wheels/.done" ]; then
+    if [ "$(cat "$CACHE/wheels/.done" 2>/dev/null)" != "${PACKAGES[*]}" ]; then  # again when the list changes
         # pip in the chroot cannot verify this network's TLS: the host downloads for it.
         say "aarch64 wheels into $CACHE/wheels"
         python3 -m pip download -q --platform manylinux_2_28_aarch64 --platform manylinux2014_aarch64 \
             --platform manylinux_2_17_aarch64 --python-version 3.11 --only-binary=:all: -d "$CACHE/wheels" "${PACKAGES[@]}"
-        touch "$CACHE/wheels/.done"
+        echo "${PACKAGES[*]}" >"$CACHE/wheels/.done"
     fi
-    if [ ! -e "$ROOT/opt/venv/.done" ]; then
+    if [ "$(cat "$ROOT/opt/venv/.done" 2>/dev/null)" != "${PACKAGES[*]}" ]; then
         say "the dependencies into a venv in the root"
         mkdir -p "$ROOT/wheels" && cp "$CACHE"/wheels/*.whl "$ROOT/wheels/"
         in_root python3 -m venv /opt/venv
         in_root /opt/venv/bin/pip install -q --no-index --find-links /wheels "${PACKAGES[@]}"
-        touch "$ROOT/opt/venv/.done"
+        echo "${PACKAGES[*]}" >"$ROOT/opt/venv/.done"
     fi
 }
 
