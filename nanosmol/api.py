@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -12,6 +11,7 @@ import numpy as np
 
 from nanosmol.checkpoint import load_tokenizer, open_checkpoint
 from nanosmol.chat import THINK_CLOSE, ChatPiece, ChatTemplateError, ThinkingSplitter, opens_thinking, render_chat
+from nanosmol.compile_progress import compile_progress
 from nanosmol.config import ConfigError, ModelConfig, tensor_problems
 from nanosmol.finite import NonFiniteWeightsError, check_finite
 from nanosmol.generate import GenerationStats, StopScanner, generate_tokens, stream_text
@@ -78,10 +78,11 @@ class Model:
 
         start = time.perf_counter()
         self.n_threads = set_threads(n_threads)
-        announce_compilation()
         from nanosmol.model import Transformer  # imports the jitted kernels
 
-        self.transformer = Transformer(self.checkpoint, self.config, n_ctx=n_ctx, cache_types=cache_types)
+        with compile_progress():  # a cold cache: the kernels for this file's types compile here
+            self.transformer = Transformer(self.checkpoint, self.config, n_ctx=n_ctx, cache_types=cache_types)
+            self.transformer.warm_up()
         timings["weights"] = time.perf_counter() - start
         self.load_timings = timings  # seconds: metadata parse, NaN scan, tokenizer build, weights and kernels
         self.n_ctx, self.cache_types = n_ctx, cache_types
@@ -271,11 +272,3 @@ def set_threads(n_threads: int | None) -> int:
         raise ValueError(f"threads must be within 1..{numba.config.NUMBA_NUM_THREADS}")
     numba.set_num_threads(n)
     return n
-
-
-def announce_compilation() -> None:
-    """Say once, before the long wait, that Numba is compiling (its cache is empty)."""
-    package = Path(__file__).parent
-    if not any(package.rglob("__pycache__/*.nbi")):
-        print("nanosmol: compiling kernels, first run only (about a minute)...", file=sys.stderr)
-

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from typing import NamedTuple
 
 import numpy as np
@@ -14,8 +15,9 @@ from nanosmol.gguf_file import GGUFFile
 from nanosmol.kv.cache import KVCache, store_kv
 from nanosmol.kv.types import CacheTypes
 from nanosmol.layers import RopeTable, rmsnorm, rope_inplace, swiglu_inplace
-from nanosmol.quants import QuantMatrix, kernels, matmul_all
+from nanosmol.quants import QuantMatrix, matmul_all, typed_kernels
 from nanosmol.quants.intdot import QuantizedVector, quantize_vector
+from nanosmol.quants.vecdot import PREFILL_TOKENS
 from nanosmol.quants.kernels import matvec, matvec_qkv, matvec_swiglu
 from nanosmol.workers import single_threaded_blas
 
@@ -59,6 +61,10 @@ class LayerStack(NamedTuple):
                    np.stack([l.attn_norm for l in layers]), np.stack([l.ffn_norm for l in layers]),
                    np.array([l.use_rope for l in layers]))
 
+    def role_types(self) -> tuple[int, ...]:
+        """Each matrix's type where all layers share it, else MIXED: what decode compiles for."""
+        return tuple(int(codes[0]) if (codes == codes[0]).all() else MIXED for codes in self.qtypes.T)
+
 
 class DecodeScratch(NamedTuple):
     """One token's activations, allocated once: decode_layers allocates nothing."""
@@ -95,7 +101,7 @@ def rescore_top(output: QuantMatrix, x: np.ndarray, logits: np.ndarray, scratch:
     at the top, which greedy decoding turns into different text (the default model answers
     "What is the capital of France?" with "Paris" only in float). It costs microseconds.
     """
-    kernels.rescore_top(output.code, output.raw, x, logits, min(RESCORED, len(logits)), scratch)
+    typed_kernels.rescore_top(output.code)(output.raw, x, logits, min(RESCORED, len(logits)), scratch)
 
 
 def project(w: QuantMatrix, x: np.ndarray, xq: QuantizedVector) -> np.ndarray:
@@ -131,10 +137,21 @@ class Transformer:
             for i in range(c.n_layer)
         ]
         self.stack = LayerStack.of(self.layers)
+        self.decode_layers = decoder(self.stack.role_types())
         self.scratch = DecodeScratch.of(c, n_ctx)
         self.cache = KVCache(c.n_layer, n_ctx, c.n_head_kv, c.head_dim, n_keep=min(n_keep, n_ctx - 1),
                              types=cache_types)
         self.rope = RopeTable(c.head_dim, c.rope_theta, n_ctx, c.rope_freq_scale)
+
+    def warm_up(self) -> None:
+        """A short prefill and one decode step from an empty cache, then empty it again: the
+        kernels this file needs are compiled (or loaded from Numba's cache) now, not inside
+        the first generation (milliseconds on the default model once cached)."""
+        prompt = min(PREFILL_TOKENS + 1, self.cache.ring_size - 1)  # 8 tokens and a tail, where they fit
+        if prompt > 1:
+            self.forward(np.zeros(prompt, np.int64))
+        self.forward(np.zeros(1, np.int64))
+        self.cache.reset()
 
     def forward(self, tokens: np.ndarray, all_logits: bool = False) -> np.ndarray:
         """Feed tokens after those already cached; logits of the last token (or of all)."""
@@ -151,8 +168,8 @@ class Transformer:
         cos, sin = self.rope.lookup(positions)
         x = self.token_embd.dequantize_rows(tokens)
         if len(tokens) == 1:
-            decode_layers(x, self.stack, cache.k, cache.v, cache.k_type, cache.v_type, cache.slot_pos, slots,
-                          positions, cache.n_filled, cos, sin, c.rms_eps, c.n_head, c.head_dim, self.scratch)
+            self.decode_layers(x, self.stack, cache.k, cache.v, cache.k_type, cache.v_type, cache.slot_pos, slots,
+                               positions, cache.n_filled, cos, sin, c.rms_eps, c.n_head, c.head_dim, self.scratch)
         else:
             self._prefill_layers(x, slots, positions, cos, sin)
         if not all_logits:
@@ -188,9 +205,35 @@ class Transformer:
             x += layer.w_down.matmul(gate)
 
 
-@njit(cache=True, fastmath=True, boundscheck=False)
-def decode_layers(x, w, k_cache, v_cache, k_type, v_type, slot_pos, slots, positions, n_filled, cos, sin, eps, n_head,
-                  head_dim, s):
+MIXED = -1  # a matrix whose type differs between layers: decode reads it per layer
+DECODE = dict(cache=True, fastmath=True, boundscheck=False)
+
+
+@cache
+def decoder(role_types: tuple[int, ...]):
+    """decode_layers compiled for the types of wq, wk, wv, wo, w_gate, w_up and w_down (as
+    LayerStack.role_types gives them): each a constant, so that only its kernels compile."""
+
+    tq, tk, tv, to, tg, tu, td = role_types
+
+    @njit(**DECODE)
+    def decode_layers_of_types(x, w, k_cache, v_cache, k_type, v_type, slot_pos, slots, positions, n_filled, cos, sin,
+                               eps, n_head, head_dim, s):
+        decode_layers(tq, tk, tv, to, tg, tu, td, x, w, k_cache, v_cache, k_type, v_type, slot_pos, slots, positions,
+                      n_filled, cos, sin, eps, n_head, head_dim, s)
+
+    return decode_layers_of_types
+
+
+@njit(inline="always")
+def layer_type(role_type, per_layer):
+    """A matrix's type: the constant one of its role, else its layer's."""
+    return per_layer if role_type == MIXED else role_type
+
+
+@njit(inline="always", **DECODE)
+def decode_layers(tq, tk, tv, to, tg, tu, td, x, w, k_cache, v_cache, k_type, v_type, slot_pos, slots, positions,
+                  n_filled, cos, sin, eps, n_head, head_dim, s):
     """The layers of _prefill_layers for one token x [1, n_embd], compiled whole.
 
     A SmolLM2-135M step has under 10 ms; dispatching its 400 small ops from Python took a
@@ -202,19 +245,21 @@ def decode_layers(x, w, k_cache, v_cache, k_type, v_type, slot_pos, slots, posit
         t = w.qtypes[il]
         rmsnorm(x, w.attn_norm[il], eps, s.h)
         xq = quantize_vector(s.h[0], s.xq)
-        matvec_qkv(t[0], w.wq[il], s.q[0], t[1], w.wk[il], s.k[0], t[2], w.wv[il], s.v[0], s.h[0], xq)
+        matvec_qkv(layer_type(tq, t[0]), w.wq[il], s.q[0], layer_type(tk, t[1]), w.wk[il], s.k[0],
+                   layer_type(tv, t[2]), w.wv[il], s.v[0], s.h[0], xq)
         if w.use_rope[il]:
             rope_inplace(s.q, n_head, head_dim, cos, sin)
             rope_inplace(s.k, n_head_kv, head_dim, cos, sin)
         store_kv(k_cache[il], v_cache[il], k_type, v_type, s.k, s.v, slots, head_dim)
         attend(s.q, k_cache[il], v_cache[il], k_type, v_type, slot_pos, positions, n_filled, n_head, head_dim, s.attn,
                s.attention)
-        matvec(t[3], w.wo[il], s.attn[0], quantize_vector(s.attn[0], s.xq), s.out[0])
+        matvec(layer_type(to, t[3]), w.wo[il], s.attn[0], quantize_vector(s.attn[0], s.xq), s.out[0])
         x += s.out
         rmsnorm(x, w.ffn_norm[il], eps, s.h)
         xq = quantize_vector(s.h[0], s.xq)
-        matvec_swiglu(t[4], w.w_gate[il], t[5], w.w_up[il], s.h[0], xq, s.gate, s.up)
-        matvec(t[6], w.w_down[il], s.gate, quantize_vector(s.gate, s.xq), s.out[0])
+        matvec_swiglu(layer_type(tg, t[4]), w.w_gate[il], layer_type(tu, t[5]), w.w_up[il], s.h[0], xq, s.gate,
+                      s.up)
+        matvec(layer_type(td, t[6]), w.w_down[il], s.gate, quantize_vector(s.gate, s.xq), s.out[0])
         x += s.out
 
 

@@ -137,6 +137,77 @@ def dot_pairs_vnni(builder, acc, pairs, scales):
                      [acc, builder.bitcast(pairs, I32x8), builder.bitcast(scales, I32x8)])
 
 
+# aarch64 CPUs whose LLVM defaults include the dot-product instructions (sdot/udot, ARMv8.2
+# dotprod), for a named CPU without a feature list (under qemu-user LLVM reads no features).
+DOTPROD_CPUS = {"cortex-a55", "cortex-a65", "cortex-a75", "cortex-a76", "cortex-a76ae", "cortex-a77", "cortex-a78",
+                "cortex-a78c", "cortex-a510", "cortex-a710", "cortex-a715", "cortex-a720", "cortex-x1", "cortex-x2",
+                "cortex-x3", "cortex-x4", "neoverse-n1", "neoverse-n2", "neoverse-v1", "neoverse-v2", "neoverse-512tvb",
+                "ampere1", "ampere1a", "apple-a13", "apple-a14", "apple-a15", "apple-a16", "apple-m1", "apple-m2",
+                "apple-m3", "a64fx", "carmel", "tsv110", "thunderx3t110", "saphira", "oryon-1"}
+
+
+def target_aarch64(context) -> str | None:
+    """None unless Numba compiles for aarch64; then "dotprod" where the target has sdot/udot,
+    else "neon" (every aarch64 CPU has NEON). The target's features, not the host's, as above."""
+    codegen = context.codegen()
+    if not codegen._tm.triple.startswith(("aarch64", "arm64")):
+        return None
+    features = codegen._tm_features
+    if features:
+        return "dotprod" if "+dotprod" in features.split(",") else "neon"
+    return "dotprod" if codegen._get_host_cpu_name() in DOTPROD_CPUS else "neon"
+
+
+def _halves16(builder, vector):
+    """The two <16 x i8> halves of a <32 x i8>."""
+    half = lambda first: ir.Constant(ir.VectorType(ir.IntType(32), 16), list(range(first, first + 16)))
+    return builder.shuffle_vector(vector, vector, half(0)), builder.shuffle_vector(vector, vector, half(16))
+
+
+def _concat(builder, a, c):
+    """Two vectors of n as one of 2n."""
+    n = a.type.count
+    return builder.shuffle_vector(a, c, ir.Constant(ir.VectorType(ir.IntType(32), 2 * n), list(range(2 * n))))
+
+
+def dot4_sdot(builder, a, c):
+    """int32x8: lane k the sum of a[i] * c[i] for i in 4k..4k+3, a and c signed int8x32: one
+    sdot per 16 bytes (ARMv8.2 dotprod)."""
+    i32x4 = ir.VectorType(ir.IntType(32), 4)
+    zero = ir.Constant(i32x4, [0] * 4)
+    sums = [call_llvm(builder, "llvm.aarch64.neon.sdot.v4i32.v16i8", i32x4, [zero, a16, c16])
+            for a16, c16 in zip(_halves16(builder, a), _halves16(builder, c))]
+    return _concat(builder, *sums)
+
+
+def dot4_neon(builder, a, c):
+    """dot4_sdot's sums on plain NEON: smull (int8 x int8 -> int16), saddlp (adjacent int16
+    pairs -> int32) and addp (adjacent int32 pairs), as llama.cpp does without dotprod."""
+    i16x8, i32x4 = ir.VectorType(ir.IntType(16), 8), ir.VectorType(ir.IntType(32), 4)
+    eighth = lambda v, first: builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(ir.IntType(32), 8),
+                                                                       list(range(first, first + 8))))
+    pairs = [call_llvm(builder, "llvm.aarch64.neon.saddlp.v4i32.v8i16", i32x4,
+                       [call_llvm(builder, "llvm.aarch64.neon.smull.v8i16", i16x8, [eighth(a, f), eighth(c, f)])])
+             for f in range(0, 32, 8)]
+    quads = [call_llvm(builder, "llvm.aarch64.neon.addp.v4i32", i32x4, pairs[i : i + 2]) for i in (0, 2)]
+    return _concat(builder, *quads)
+
+
+def madd_aarch64(dot4):
+    """madd_x86's sums from an aarch64 dot4: the codes (at most 63) taken as signed bytes, each
+    4-byte group's sum times its scale. Every caller gives the two int16 scales of a 4-byte
+    group the same value (one scale per 16 or 32 values), which this form relies on."""
+
+    def madd(builder, codes, x, scales):
+        group_scales = builder.sext(even_odd(builder, scales, 8)[0], I32x8)
+        return builder.mul(dot4(builder, codes, x), group_scales)
+
+    return madd
+
+
+madd_sdot, madd_neon = madd_aarch64(dot4_sdot), madd_aarch64(dot4_neon)
+
+
 def madd_portable(builder, codes, x, scales):
     """The same sums in plain vector IR, for every other target (LLVM picks the instructions)."""
     products = builder.mul(builder.zext(codes, I16x32), builder.sext(x, I16x32))

@@ -8,7 +8,7 @@ import numpy as np
 from gguf import GGMLQuantizationType
 
 from nanosmol.quants.blocks import SUPPORTED_TYPES, block_geometry
-from nanosmol.quants import kernels
+from nanosmol.quants import typed_kernels
 from nanosmol.quants.intdot import ACTIVATION_BLOCK, QuantizedVector, quantize_rows, quantize_vector
 from nanosmol.workers import n_workers, parallel_map
 
@@ -63,7 +63,7 @@ class QuantMatrix:
         if ids.size and (ids.min() < 0 or ids.max() >= self.rows):
             raise IndexError(f"row index out of range for {self.name!r} with {self.rows} rows")
         out = np.empty((ids.shape[0], self.cols), np.float32)
-        return kernels.dequantize_rows(self.code, self.raw, ids, out)
+        return typed_kernels.dequantize_rows(self.code)(self.raw, ids, out)
 
     def matvec(self, x: np.ndarray, out: np.ndarray | None = None,
                xq: QuantizedVector | None = None) -> np.ndarray:
@@ -72,7 +72,7 @@ class QuantMatrix:
         if out is None:
             out = np.empty(self.rows, np.float32)
         xq = quantize_vector(x, QuantizedVector.empty(len(x)) if xq is None else xq)
-        return kernels.matvec(self.code, self.raw, x, xq, out)
+        return typed_kernels.matvec(self.code)(self.raw, x, xq, out)
 
     def matmul(self, X: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Y = X @ W.T for activations X [n, cols]."""
@@ -87,7 +87,7 @@ class QuantMatrix:
     def multiply_tile(self, X: np.ndarray, r0: int, n: int, out: np.ndarray) -> None:
         """out[:, r0:r0+n] = X @ (rows r0..r0+n of W).T, on this thread's scratch tile."""
         tile = _thread_buffer("tile", n, self.cols)
-        kernels.dequantize_tile(self.code, self.raw, r0, tile)
+        typed_kernels.dequantize_tile(self.code)(self.raw, r0, tile)
         if X.shape[0] <= TRANSPOSED_BATCH:  # BLAS is 10-25% faster this way round here
             tile_out = _thread_buffer("out", n, X.shape[0])
             np.matmul(tile, X.T, out=tile_out)
@@ -110,7 +110,7 @@ def matmul_all(matrices: list[QuantMatrix], X: np.ndarray, outs: list[np.ndarray
     if integer:
         xq = quantize_rows(X, QuantizedVector.empty(X.size))
         for m, out in integer:
-            kernels.matmul_quantized(m.code, m.raw, xq, X.shape[1], out)
+            typed_kernels.matmul_quantized(m.code)(m.raw, xq, X.shape[1], out)
     floats = [(m, out) for m, out in zip(matrices, outs) if not m.integer_products]
     if floats:
         _matmul_float([m for m, _ in floats], X, [out for _, out in floats])

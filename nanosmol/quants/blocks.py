@@ -17,6 +17,8 @@ import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T
 from numba import njit
 
+from nanosmol.quants.specialize import ConstantTypes
+
 INLINE = dict(cache=True, fastmath=True, boundscheck=False, inline="always")
 
 # fp16 bits -> float32, built once with numpy.
@@ -180,7 +182,7 @@ def block_q6_k(row, o, out, j):
                 out[j + y + 96] = d4 * np.float32(six_bits(high4(b), h, 6)) + o4
 
 
-@njit(**INLINE)
+@njit(cache=True, fastmath=True, boundscheck=False, pipeline_class=ConstantTypes)
 def row_values(qtype, row, out):
     """out = one row's values: every block through its type's decoder (dispatch once per row)."""
     n = out.shape[0]

@@ -24,6 +24,7 @@ from nanosmol.quants.vecdot import (dot_q2_k, dot_q2_k_x8, dot_q3_k, dot_q3_k_x8
                                     dot_q5_1, dot_q5_k, dot_q6_k, dot_q8_0, q8_0_in_token_lanes, row_q4_0_by_tokens,
                                     row_q4_1_by_tokens, row_q4_k_by_tokens, row_q5_0_by_tokens, row_q5_1_by_tokens,
                                     row_q5_k_by_tokens, row_q6_k_by_tokens, row_q8_0_by_tokens, row_q8_0_x8)
+from nanosmol.quants.specialize import ConstantTypes
 from nanosmol.simd import or_bits, stack_codes, stack_lanes, store_scaled_codes, store_scaled_int8, unpack_nibbles16
 
 INLINE = dict(cache=True, fastmath=True, boundscheck=False, inline="always")
@@ -223,7 +224,7 @@ def block32_bytes(qtype):
 def row_dots_block32(qtype, row, v, n, at, tokens, acc):
     """Q8_0 (d, qs[32] int8) and Q4_0/Q4_1/Q5_0/Q5_1: one integer sum, one float scale per
     32-value block."""
-    if tokens != 1:  # Q8_0 on x86 without VNNI (has_token_lanes): a whole row, one token per vector
+    if tokens != 1:  # Q8_0 on x86 without VNNI (TOKEN_LANE_TYPES): a whole row, one token per vector
         row_q8_0_x8(acc, row, 0, v.q32, at, n, v.d32_by_8, v.s32_by_8, n // 32)
         return
     nbytes = block32_bytes(qtype)
@@ -280,20 +281,17 @@ def row_dots_k4(row, v, n, at, acc, five_bits):
             dot_q4_k(acc, row, o, v.q256, x, n, v.sum32, v.d256)
 
 
-@njit(**INLINE)
-def has_token_lanes(qtype):
-    """Whether prefill multiplies this type with 8 tokens in the lanes (`in_token_lanes`):
-    all but Q2_K/Q3_K, and Q8_0 only where its 8-bit codes need no vpmaddubsw (VNNI, not x86)."""
-    if qtype == Q8_0:
-        return q8_0_in_token_lanes()
-    return qtype != Q2_K and qtype != Q3_K
+# Prefill multiplies these with 8 tokens in the lanes (`in_token_lanes`); Q8_0 too where its
+# 8-bit codes need no vpmaddubsw (q8_0_in_token_lanes: VNNI, or not x86). A tuple, so that
+# Numba prunes the other branch for a constant type.
+TOKEN_LANE_TYPES = (Q4_K, Q5_K, Q6_K, Q4_0, Q4_1, Q5_0, Q5_1)
 
 
 @njit(**INLINE)
 def row_by_tokens(qtype, row, v, n, at, sums):
     """sums[t] = the row's dot product with token t of the 8 whose activations start at at
-    (in token lanes: in_token_lanes), for the has_token_lanes types. Each branch passes its
-    scales as laid out side by side for its block size."""
+    (in token lanes: in_token_lanes), for the TOKEN_LANE_TYPES (and Q8_0). Each branch passes
+    its scales as laid out side by side for its block size."""
     if qtype == Q4_K:
         row_q4_k_by_tokens(sums, row, v.q256_by_8, at, v.d256_by_8, v.sum32_by_8, n // 256)
     elif qtype == Q6_K:
@@ -354,18 +352,13 @@ def row_dots_low_k(qtype, row, v, n, at, tokens, acc):
 # each with the block size of its quantized activation.
 ACTIVATION_BLOCK = {Q8_0: 32, Q4_0: 32, Q4_1: 32, Q5_0: 32, Q5_1: 32, Q2_K: 256, Q3_K: 256, Q4_K: 256, Q5_K: 256,
                     Q6_K: 256}
-_INT_DOT_TYPES = tuple(ACTIVATION_BLOCK)
+INT_DOT_TYPES = tuple(ACTIVATION_BLOCK)
 
 
-@njit(**INLINE)
-def has_int_dot(qtype):
-    return qtype in _INT_DOT_TYPES
-
-
-@njit(**INLINE)
+@njit(pipeline_class=ConstantTypes, **JIT)
 def row_dots(qtype, row, v, n, at, tokens, acc):
     """The dot products of a weight row of n values with `tokens` (1 or PREFILL_TOKENS; for
-    has_token_lanes types 1, their prefill is row_by_tokens) activations quantized in v, token
+    TOKEN_LANE_TYPES 1, their prefill is row_by_tokens) activations quantized in v, token
     t's from value at + t * n on: its dot product is the sum of acc[16t : 16t + 16].
 
     Each branch passes its type as a constant, so every block loop is compiled for one type;
@@ -391,7 +384,7 @@ def row_dots(qtype, row, v, n, at, tokens, acc):
     elif qtype == Q3_K:
         row_dots_low_k(Q3_K, row, v, n, at, tokens, acc)
     else:
-        row_dots_k4(row, v, n, at, acc, True)  # Q5_K (decode only: see has_token_lanes)
+        row_dots_k4(row, v, n, at, acc, True)  # Q5_K (decode only: see TOKEN_LANE_TYPES)
 
 
 @njit(**INLINE)

@@ -15,19 +15,21 @@ from numba import njit, prange
 
 from nanosmol.layers import silu
 from nanosmol.quants.blocks import BF16, F16, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q8_0, row_values
-from nanosmol.quants.intdot import (dequantize_row_block32, dequantize_row_k4, has_int_dot, has_token_lanes,
+from nanosmol.quants.intdot import (INT_DOT_TYPES, TOKEN_LANE_TYPES, dequantize_row_block32, dequantize_row_k4,
                                     row_by_tokens, row_dot, row_dots)
-from nanosmol.quants.vecdot import PREFILL_TOKENS, dot_bf16, dot_f16, dot_f32
+from nanosmol.quants.specialize import ConstantTypes
+from nanosmol.quants.vecdot import PREFILL_TOKENS, dot_bf16, dot_f16, dot_f32, q8_0_in_token_lanes
 from nanosmol.simd import stack_lanes, stack_token_lanes
 
-JIT = dict(cache=True, fastmath=True, boundscheck=False, error_model="numpy")
+# ConstantTypes: a kernel called with its type as a constant compiles that type's code only.
+JIT = dict(cache=True, fastmath=True, boundscheck=False, error_model="numpy", pipeline_class=ConstantTypes)
 ROWS_PER_TASK = 16  # rows a thread takes at a time: amortizes scratch set-up, balances load
 
 
 @njit(**JIT)
 def dot_rows(qtype, w, x, xq, out, first, last):
     """out[r] = W[r] . x for rows first <= r < last: one task of a matvec, on one thread."""
-    if has_int_dot(qtype):
+    if qtype in INT_DOT_TYPES:
         for r in range(first, last):
             out[r] = row_dot(qtype, w[r], xq, x.shape[0])
         return
@@ -114,7 +116,7 @@ def matmul_quantized(qtype, w, xq, n, out):
     for task in prange(n_tasks(w)):
         acc = stack_token_lanes()
         first, last = task_rows(w, task)
-        if has_token_lanes(qtype):
+        if qtype in TOKEN_LANE_TYPES or (qtype == Q8_0 and q8_0_in_token_lanes()):
             tokens_in_lanes(qtype, w, xq, n, out, whole, first, last, acc)
         else:
             for t0 in range(0, whole, PREFILL_TOKENS):
@@ -139,7 +141,7 @@ def tokens_in_lanes(qtype, w, xq, n, out, whole, first, last, acc):
                 out[t0 + t, r] = acc[t]
 
 
-@njit(inline="always", **JIT)
+@njit(**JIT)
 def dequantize_row(qtype, row, out):
     """out = the row's values. Each 32-value type's branch passes it as a constant."""
     if qtype == Q8_0:

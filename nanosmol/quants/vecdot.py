@@ -21,8 +21,10 @@ tokens' float sums reduced into one vector's lanes.
 Each updates float32 accumulator lanes `acc`, 16 per token: acc[16t : 16t + 16] sums to token
 t's dot product (lanes 0-7 the scaled products, 8-15 the mins or offsets, already signed).
 F32, F16 and BF16 rows multiply the float activation in acc[0:32]. Every decode intrinsic comes
-in two forms, the target's (`x86` when Numba compiles for AVX2) and the portable one, which
-tests pin together; the prefill forms are pinned to the decode ones through the matmul tests.
+in two forms, the target's (`x86` when Numba compiles for AVX2; on aarch64 sdot where the
+target has the dot-product instructions, NEON's widening multiply and pairwise adds where it
+has not) and the portable one, which tests pin together; the prefill forms are pinned to the
+decode ones through the matmul tests.
 """
 
 from __future__ import annotations
@@ -35,8 +37,9 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from nanosmol.simd import (I8x32, I16x16, I16x32, I32x8, I32x16, call_llvm, dot_bytes_vnni, dot_pairs_vnni, even_odd,
-                           madd_portable, madd_x86, splat, target_has_avx2, target_has_vnni, vector_at)
+from nanosmol.simd import (I8x32, I16x16, I16x32, I32x8, I32x16, call_llvm, dot4_neon, dot4_sdot, dot_bytes_vnni,
+                           dot_pairs_vnni, even_odd, madd_neon, madd_portable, madd_sdot, madd_x86, splat, target_aarch64,
+                           target_has_avx2, target_has_vnni, vector_at)
 
 I8, I16, I32 = ir.IntType(8), ir.IntType(16), ir.IntType(32)
 llvm_binding.initialize_native_asmparser()  # for the one instruction written as inline assembly (spread)
@@ -54,6 +57,9 @@ class _Block:
         self.madd = madd_portable if portable or not target_has_avx2(context) else madd_x86
         self.x86 = self.madd is madd_x86
         self.vnni = self.x86 and target_has_vnni(context)
+        self.aarch64 = None if portable else target_aarch64(context)  # "dotprod", "neon" or None
+        if self.aarch64:
+            self.madd = madd_sdot if self.aarch64 == "dotprod" else madd_neon
         self.native_halves = self.x86 or platform.machine() in ("aarch64", "arm64")  # F16C / fcvt
 
     def halves(self, byte_index, n: int):
@@ -518,6 +524,8 @@ def _signed_madd(blk: _Block, w, x):
     |w| <= 128 and |x| <= 127, so the pairwise int16 sums cannot saturate.
     """
     b = blk.builder
+    if blk.aarch64:  # sdot takes both signed as they are
+        return (dot4_sdot if blk.aarch64 == "dotprod" else dot4_neon)(b, w, x)
     if blk.x86:
         magnitude = call_llvm(b, "llvm.abs.v32i8", I8x32, [w, ir.Constant(ir.IntType(1), 0)])
         signed_x = call_llvm(b, "llvm.x86.avx2.psign.b", I8x32, [x, w])

@@ -1,0 +1,54 @@
+"""Kernels compiled for the weight types a file holds, not for every type nanosmol knows.
+
+The kernels take the weight type as their first argument and branch on it (`if qtype == Q4_K:`,
+through inlined helpers down to one intrinsic per type). Called with a runtime integer, Numba
+types, lowers and optimizes every branch: about a minute on a 2-core machine, most of a cold
+start. Called with a constant, Numba compiles a separate version for that value
+(`Literal[int]`), but still keeps every branch: its branch pruning folds comparisons of
+constants, not of literal arguments. `ConstantTypes` is the compiler that closes that gap:
+an integer-literal argument becomes a constant before pruning, so only the type's own code is
+typed and compiled (inlined helpers included, as their arguments trace back to it).
+
+Python cannot pass a literal, so `typed_kernels` holds the per-type entry points Python calls: a
+small jitted closure over the type code that calls the kernel with it as a constant. Numba
+caches closures by the values they close over, so each type's entry is compiled once and then
+loaded from the cache like any other kernel.
+"""
+
+from __future__ import annotations
+
+from numba.core import ir, types
+from numba.core.compiler import CompilerBase, DefaultPassBuilder
+from numba.core.compiler_machinery import FunctionPass, register_pass
+from numba.core.untyped_passes import IRProcessing
+
+
+@register_pass(mutates_CFG=True, analysis_only=False)
+class LiteralArgumentsAsConstants(FunctionPass):
+    """Replace each integer-literal argument by its value, before branches are pruned."""
+
+    _name = "nanosmol_literal_arguments_as_constants"
+
+    def __init__(self):
+        FunctionPass.__init__(self)
+
+    def run_pass(self, state):
+        changed = False
+        for block in state.func_ir.blocks.values():
+            for stmt in block.body:
+                if isinstance(stmt, ir.Assign) and isinstance(stmt.value, ir.Arg):
+                    arg_type = state.args[stmt.value.index]
+                    if isinstance(arg_type, types.IntegerLiteral):
+                        stmt.value = ir.Const(arg_type.literal_value, stmt.value.loc)
+                        changed = True
+        return changed
+
+
+class ConstantTypes(CompilerBase):
+    """Numba's nopython pipeline with LiteralArgumentsAsConstants ahead of branch pruning."""
+
+    def define_pipelines(self):
+        pipeline = DefaultPassBuilder.define_nopython_pipeline(self.state)
+        pipeline.add_pass_after(LiteralArgumentsAsConstants, IRProcessing)
+        pipeline.finalize()
+        return [pipeline]
