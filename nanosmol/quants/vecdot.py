@@ -10,13 +10,13 @@ a float scale. This is the shape of llama.cpp's AVX2 `ggml_vec_dot_q4_K_q8_K` an
 going through an unpacked-codes array on the stack instead cost half the speed.
 
 Prefill's forms take PREFILL_TOKENS activations per weight block: the codes are cut once
-and meet every token's block, which is where a batch gains over repeated matvecs. Q4_K,
-Q5_K and Q6_K (`_by_tokens`) take the 8 tokens in the lanes of each vector, as llama.cpp's GEMMs put
-weight rows there: each 4 codes are spread over the lanes by one vpshufd and meet 8 tokens in
-one multiply, and scales, mins and float work come once per block for all 8 (with VNNI a
-vpdpbusd per vector; on AVX2 the vpmaddubsw pairs add up in int16). The other k-quants'
-`_x8` forms keep one token per vector; the 32-value types' run a whole row, with the 8
-tokens' float sums reduced into one vector's lanes.
+and meet every token's block, which is where a batch gains over repeated matvecs. Most types
+(`_by_tokens`) take the 8 tokens in the lanes of each vector, as llama.cpp's GEMMs put weight
+rows there: each 4 codes are spread over the lanes by one vpshufd and meet 8 tokens in one
+multiply, and scales, mins and float work come once per (sub-)block for all 8 (with VNNI a
+vpdpbusd per vector; on AVX2 the vpmaddubsw pairs add up in int16). Q2_K and Q3_K (`_x8`)
+keep one token per vector, and so does Q8_0 on AVX2 without VNNI, a whole row at a time with
+the 8 tokens' float sums reduced into one vector's lanes.
 
 Each updates float32 accumulator lanes `acc`, 16 per token: acc[16t : 16t + 16] sums to token
 t's dot product (lanes 0-7 the scaled products, 8-15 the mins or offsets, already signed).
