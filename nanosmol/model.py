@@ -148,9 +148,10 @@ class Transformer:
         kernels this file needs are compiled (or loaded from Numba's cache) now, not inside
         the first generation (milliseconds on the default model once cached)."""
         prompt = min(PREFILL_TOKENS + 1, self.cache.ring_size - 1)  # 8 tokens and a tail, where they fit
-        if prompt > 1:
-            self.forward(np.zeros(prompt, np.int64))
-        self.forward(np.zeros(1, np.int64))
+        with np.errstate(all="ignore"):  # its logits are thrown away: overflow is reported on real input
+            if prompt > 1:
+                self.forward(np.zeros(prompt, np.int64))
+            self.forward(np.zeros(1, np.int64))
         self.cache.reset()
 
     def forward(self, tokens: np.ndarray, all_logits: bool = False) -> np.ndarray:
