@@ -147,6 +147,13 @@ def test_real_vocabularies_tokenize_as_the_folder_and_llama_cpp(name, vocab, arc
         assert folders.encode(case["text"], special=case["special"]) == case["ids"], case
     assert (ours.bos_id, ours.eos_id, ours.add_bos, ours.eog_ids) == (
         folders.bos_id, folders.eos_id, folders.add_bos, folders.eog_ids)
+    # This folder's norms are BF16, as transformers saves them: written in F32 (llama.cpp refuses BF16 norms).
+    norms = [n for n in gguf.tensors if n.endswith("norm.weight")]
+    bf16 = open_checkpoint(folder)
+    for name in norms:
+        assert gguf.tensors[name].type == T.F32 and bf16.tensors[name].type == T.BF16
+        widened = (bf16.tensor_data(name).reshape(-1).view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+        assert np.array_equal(gguf.tensor_data(name).view(np.float32), widened)
 
 
 def test_pre_tokenizer_steps_of_real_tokenizer_files():

@@ -70,7 +70,7 @@ def plan_tensor(gguf: Checkpoint, info: TensorInfo, mix: Mix, config: ModelConfi
                 allow_requantize: bool, others_as: T | None = None) -> TensorPlan:
     target = tensor_type(info.name, info.shape, mix, config.n_layer, config.gqa_ratio, config.tied_embeddings, pure)
     if target is None:
-        target = others_as or info.type
+        target = info.type if others_as is None else others_as
     release = lambda: gguf.release(info.name)  # noqa: E731  (the source's pages, once written)
     if target == info.type:
         return TensorPlan(info.name, info.shape, info.type, lambda: finite_copy(gguf, info), info.type.name, release)
