@@ -82,7 +82,7 @@ def converter_metadata(folder: HFFolder, config: ModelConfig, mix: Mix,
     collected by gguf-py's writer from the folder's hyperparameters and tokenizer files."""
     writer = GGUFWriter(None, config.arch)
     writer.add_type(gguf.GGUFType.MODEL)
-    notes = add_model_card(writer, Path(folder.path), sum(math.prod(plan.shape) for plan in plans))
+    notes = add_model_card(writer, Path(folder.path).resolve(), sum(math.prod(plan.shape) for plan in plans))
     add_hyperparameters(writer, folder.metadata, config, mix)
     notes += add_nope_layers(writer, config)
     writer.add_quantization_version(GGML_QUANTIZATION_VERSION)
