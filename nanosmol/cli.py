@@ -374,16 +374,9 @@ def quantize(source, target, type_name, pure, allow_requantize, n_threads):
     from nanosmol.api import set_threads
     from nanosmol.config import ConfigError
     from nanosmol.convert import QuantizeError, progress_line, quantize_gguf
-    from nanosmol.quants.mixes import find_mix
 
-    try:
-        mix = find_mix(type_name)
-    except ValueError as e:
-        fail("TYPE", str(e))
-    if os.path.isdir(target):
-        fail(target, "is a folder: give the file name to write")
-    if not os.path.isdir(os.path.dirname(os.path.abspath(target))):
-        fail(target, "its folder does not exist")
+    mix = type_or_fail(type_name)
+    check_target(target)
     if os.path.exists(source) and os.path.exists(target) and os.path.samefile(source, target):
         fail(target, "is the input file: write to another file")
     set_threads(n_threads)
@@ -401,6 +394,68 @@ def quantize(source, target, type_name, pure, allow_requantize, n_threads):
         fail(target, "interrupted: nothing written")
     click.echo(f"wrote {target}: {os.path.getsize(target) / 2**20:.2f} MiB ({mix.name}) from "
                f"{os.path.getsize(source) / 2**20:.2f} MiB in {time.perf_counter() - start:.1f} s", err=True)
+
+
+def type_or_fail(type_name: str):
+    """The mix named TYPE, or one line and exit 2."""
+    from nanosmol.quants.mixes import find_mix
+
+    try:
+        return find_mix(type_name)
+    except ValueError as e:
+        fail("TYPE", str(e))
+
+
+def check_target(target: str) -> None:
+    """A file can be written at `target`, or one line and exit 2 (before any work is done)."""
+    folder = os.path.dirname(os.path.abspath(target))
+    if os.path.isdir(target):
+        fail(target, "is a folder: give the file name to write")
+    if not os.path.isdir(folder):
+        fail(target, "its folder does not exist")
+    if not os.access(folder, os.W_OK):
+        fail(target, "its folder is not writable")
+
+
+@main.command()
+@click.argument("folder", type=click.Path())
+@click.option("-o", "--output", "target", type=click.Path(), required=True, help="The GGUF file to write.")
+@click.option("--type", "type_name", default="auto", show_default=True,
+              help="auto (as llama.cpp's converter: BF16 from a BF16 checkpoint, F16 from F16 or F32), F32, F16, "
+                   "BF16, Q8_0, or any TYPE of nanosmol quantize (Q4_K_M, Q6_K, ...).")
+@click.option("-t", "--threads", "n_threads", type=click.IntRange(min=1), help="Threads (default: one per physical core).")
+def convert(folder, target, type_name, n_threads):
+    """Convert the Hugging Face checkpoint FOLDER into a GGUF file that llama.cpp and nanosmol run.
+
+    F32, F16, BF16 and Q8_0 give the file llama.cpp's convert_hf_to_gguf.py writes; the other
+    types the file llama-quantize makes from it. Each tensor's line goes to stderr as it is
+    written; an error or Ctrl-C leaves no file."""
+    from nanosmol.api import set_threads
+    from nanosmol.convert import convert_folder, progress_line
+
+    if type_name.lower() != "auto":
+        type_or_fail(type_name)
+    if not os.path.isdir(folder):
+        fail(folder, "is not a folder: convert reads a Hugging Face checkpoint folder (a GGUF file: nanosmol quantize)"
+             if os.path.exists(folder) else "No such file or directory")
+    check_target(target)
+    set_threads(n_threads)
+    start = time.perf_counter()
+    try:
+        mix, notes = convert_folder(folder, target, type_name,
+                                    progress=lambda *done: click.echo(progress_line(*done), err=True))
+    except ValueError as e:  # CheckpointError, TokenizerError, ConfigError, QuantizeError, ConvertError, NaN weights
+        fail(folder, str(e))
+    except OSError as e:  # reading the folder, or writing the target (or its temporary file beside it)
+        name = os.path.basename(str(e.filename or target))
+        writing = name == os.path.basename(target) or name.startswith(f".{os.path.basename(target)}.")
+        fail(target if writing else folder, e.strerror or str(e))
+    except KeyboardInterrupt:
+        fail(target, "interrupted: nothing written")
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
+    click.echo(f"wrote {target}: {os.path.getsize(target) / 2**20:.2f} MiB ({mix.name}) in "
+               f"{time.perf_counter() - start:.1f} s", err=True)
 
 
 @main.command()

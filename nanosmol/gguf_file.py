@@ -287,9 +287,7 @@ class GGUFFile:
         """Drop the tensor's pages from this process's memory (not from the page cache): a
         pass over a whole file, one tensor at a time, then keeps one tensor resident."""
         t = self.tensors[name]
-        start = t.offset - t.offset % mmap.PAGESIZE
-        if t.nbytes and hasattr(mmap, "MADV_DONTNEED"):
-            self._mmap.madvise(mmap.MADV_DONTNEED, start, t.offset + t.nbytes - start)
+        drop_pages(self._mmap, t.offset, t.nbytes)
 
     def close(self) -> None:
         self.data = None
@@ -303,6 +301,13 @@ class GGUFFile:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def drop_pages(mapping: mmap.mmap, offset: int, nbytes: int) -> None:
+    """Give back the pages of mapping[offset : offset + nbytes] (MADV_DONTNEED, where the OS has it)."""
+    start = offset - offset % mmap.PAGESIZE
+    if nbytes and hasattr(mmap, "MADV_DONTNEED"):
+        mapping.madvise(mmap.MADV_DONTNEED, start, offset + nbytes - start)
 
 
 def _tensor_nbytes(info_pos: int, name: str, shape: tuple, qtype: GGMLQuantizationType) -> int:

@@ -50,10 +50,10 @@ def _pre_tokenizer(pre: str):
         # Every digit on its own, then the GPT-2 split.
         digits = pre_tokenizers.Digits(individual_digits=True)
         return pre_tokenizers.Sequence([digits, _split(GPT2_REGEX), _byte_level()]), False, False
-    if pre in ("gpt2", "default"):
+    if pre in ("gpt-2", "gpt2", "default"):  # llama.cpp's converter writes "gpt-2"
         return pre_tokenizers.Sequence([_split(GPT2_REGEX), _byte_level()]), False, False
     raise TokenizerError(f"tokenizer pre-type {pre!r} (tokenizer.ggml.pre) is not supported "
-                         "(supported: smollm, llama-bpe, gpt2)")
+                         "(supported: smollm, llama-bpe, gpt-2)")
 
 
 @lru_cache(maxsize=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -31,3 +32,17 @@ def default_model_path() -> Path:
     from nanosmol.download import default_model_path as fetch
 
     return fetch()
+
+
+@pytest.fixture(scope="session")
+def folder_of(tmp_path_factory):
+    """folder_of(gguf, shards, config): a micro fixture as a Hugging Face folder
+    (tests/hf_folders.py), made once per session (config: JSON of the config.json entries to change)."""
+    from hf_folders import write_hf_folder
+
+    @functools.lru_cache(maxsize=None)
+    def make(gguf: str, shards: int = 1, config: str = "{}") -> Path:
+        root = tmp_path_factory.mktemp("hf")
+        return write_hf_folder(MICRO / gguf, root / gguf.removesuffix(".gguf"), shards=shards, config=json.loads(config))
+
+    return make

@@ -15,6 +15,7 @@ import numpy as np
 from gguf import GGMLQuantizationType as T
 from gguf.quants import dequantize
 from safetensors import TensorSpec, serialize_file
+from tokenizers import processors
 
 from nanosmol.gguf_file import GGUFFile
 from nanosmol.tokenizer import Tokenizer
@@ -107,13 +108,48 @@ def write_hf_folder(gguf_path: str | Path, folder: str | Path, shards: int = 1, 
     write_shards(tensors, folder, shards)
     tied = "output.weight" not in gguf.tensors
     (folder / "config.json").write_text(json.dumps(hf_config(meta, arch, tied) | (config or {}), indent=1))
+    write_tokenizer_files(meta, folder, chat_template)
+    return folder
+
+
+def write_tokenizer_files(meta: dict, folder: Path, chat_template: str | None) -> None:
+    """tokenizer.json (the GGUF vocabulary as a tokenizers BPE; one that adds BOS does it in a
+    post-processor, as Llama 3's tokenizer.json) and tokenizer_config.json."""
     tokenizer = Tokenizer.from_metadata(meta)
+    if tokenizer.add_bos:
+        bos = tokenizer.token_text(tokenizer.bos_id)
+        tokenizer._hf.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", pair=f"{bos} $A {bos} $B:1", special_tokens=[(bos, tokenizer.bos_id)])
     (folder / "tokenizer.json").write_text(tokenizer._hf.to_str())
     tokenizer_config = {"bos_token": tokenizer.token_text(tokenizer.bos_id),
                         "eos_token": tokenizer.token_text(tokenizer.eos_id), "add_bos_token": tokenizer.add_bos}
     if chat_template is not None:
         tokenizer_config["chat_template"] = chat_template
     (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=1))
+
+
+def write_random_folder(vocab_gguf: str | Path, folder: str | Path, arch: str = "llama", seed: int = 0) -> Path:
+    """A one-layer BF16 model of width 64 with random weights and the vocabulary, tokenizer
+    and chat template of `vocab_gguf` (a real one: SmolLM2's, SmolLM3's)."""
+    meta, folder = GGUFFile(vocab_gguf).metadata, Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    n_vocab, width, ff, rng = len(meta["tokenizer.ggml.tokens"]), 64, 128, np.random.default_rng(seed)
+    shapes = {"token_embd.weight": [n_vocab, width], "output_norm.weight": [width]}
+    shapes |= {f"blk.0.{kind}.weight": shape for kind, shape in (
+        ("attn_norm", [width]), ("attn_q", [width, width]), ("attn_k", [32, width]), ("attn_v", [32, width]),
+        ("attn_output", [width, width]), ("ffn_norm", [width]), ("ffn_gate", [ff, width]), ("ffn_up", [ff, width]),
+        ("ffn_down", [width, ff]))}
+    tensors = {}
+    for name, shape in shapes.items():
+        values = np.ones(shape) if len(shape) == 1 else rng.normal(0, 0.05, shape)
+        tensors[hf_name(name)] = ("bfloat16", shape, bfloat16_bytes(values.reshape(shape[0], -1)))
+    write_shards(tensors, folder, 1)
+    model_meta = meta | {f"{arch}.{key}": value for key, value in (
+        ("block_count", 1), ("embedding_length", width), ("feed_forward_length", ff), ("attention.head_count", 2),
+        ("attention.head_count_kv", 1), ("context_length", 8192), ("rope.freq_base", 100000.0),
+        ("attention.layer_norm_rms_epsilon", 1e-5), ("vocab_size", n_vocab))}
+    (folder / "config.json").write_text(json.dumps(hf_config(model_meta, arch, tied=True), indent=1))
+    write_tokenizer_files(meta, folder, meta.get("tokenizer.chat_template"))
     return folder
 
 

@@ -27,19 +27,6 @@ FLOAT_FIXTURES = [f"micro-{arch}-{t}.gguf" for arch in ("llama", "smollm3") for 
 TRANSFORMERS_LOGITS = Path(__file__).parent / "data" / "hf_logits.npz"
 
 
-@pytest.fixture(scope="session")
-def folder_of(tmp_path_factory):
-    """folder_of(gguf, shards, config): the fixture as a folder, made once per session
-    (config: JSON of the config.json entries to change)."""
-
-    @functools.lru_cache(maxsize=None)
-    def make(gguf: str, shards: int = 1, config: str = "{}") -> Path:
-        root = tmp_path_factory.mktemp("hf")
-        return write_hf_folder(MICRO / gguf, root / gguf.removesuffix(".gguf"), shards=shards, config=json.loads(config))
-
-    return make
-
-
 @functools.lru_cache(maxsize=None)
 def load(path: Path) -> nanosmol.Model:
     """With an f32 KV cache, as test_model.py's fidelity tests (the default f16 moves logits ~3e-4)."""
@@ -250,3 +237,24 @@ def test_broken_folder_in_a_real_process_has_no_traceback(tmp_path):
     assert proc.stderr.strip().splitlines() == [f"error: {folder}: shard model-00002-of-00002.safetensors is not a "
                                                 "valid safetensors file: Error while deserializing header: incomplete "
                                                 "metadata, file not fully covered"]
+
+
+def test_absent_hyperparameters_take_transformers_defaults_and_rope_parameters_are_read():
+    from nanosmol.checkpoint.hf_config import gguf_metadata
+
+    base = {"num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4}
+    llama = gguf_metadata(base | {"architectures": ["LlamaForCausalLM"]})
+    smollm3 = gguf_metadata(base | {"architectures": ["SmolLM3ForCausalLM"]})
+    assert (llama["llama.context_length"], llama["llama.rope.freq_base"], "llama.attention.head_count_kv" in llama
+            ) == (2048, 10000.0, False)  # LlamaConfig's defaults (KV heads: as many as heads)
+    assert (smollm3["smollm3.context_length"], smollm3["smollm3.rope.freq_base"],
+            smollm3["smollm3.attention.head_count_kv"]) == (32768, 2000000.0, 4)  # SmolLM3Config's
+    # transformers 5 writes `rope_parameters` (per attention type in some models).
+    for rope in ({"rope_type": "linear", "factor": 2.0, "rope_theta": 5e5},
+                 {"full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 5e5}}):
+        meta = gguf_metadata(base | {"architectures": ["LlamaForCausalLM"], "rope_theta": 1.0, "rope_parameters": rope})
+        assert (meta["llama.rope.freq_base"], meta["llama.rope.scaling.type"], meta["llama.rope.scaling.factor"]
+                ) == (5e5, "linear", 2.0)
+    default = gguf_metadata(base | {"architectures": ["LlamaForCausalLM"], "rope_parameters": {
+        "rope_type": "default", "rope_theta": 5e5}})
+    assert default["llama.rope.freq_base"] == 5e5 and "llama.rope.scaling.type" not in default

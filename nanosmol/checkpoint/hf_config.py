@@ -26,6 +26,8 @@ HYPERPARAMETERS = {
     "rms_norm_eps": ("attention.layer_norm_rms_epsilon", 1e-6),
     "vocab_size": ("vocab_size", None),
 }
+# Where transformers' SmolLM3Config has other defaults than LlamaConfig.
+ARCH_DEFAULTS = {"smollm3": {"max_position_embeddings": 32768, "rope_theta": 2000000.0, "num_key_value_heads": 4}}
 
 
 def architecture(config: dict[str, Any]) -> str:
@@ -40,12 +42,13 @@ def architecture(config: dict[str, Any]) -> str:
 def gguf_metadata(config: dict[str, Any]) -> dict[str, Any]:
     """The config's hyperparameters under GGUF keys (checked by ModelConfig.from_gguf)."""
     arch = architecture(config)
+    config = with_rope_parameters(config)
     for flag in ("attention_bias", "mlp_bias", "use_sliding_window"):
         if config.get(flag):
             raise CheckpointError(f"config.json sets {flag}, which nanosmol does not implement")
     meta: dict[str, Any] = {"general.architecture": arch}
     for key, (gguf_key, default) in HYPERPARAMETERS.items():
-        value = config.get(key, default)
+        value = config.get(key, ARCH_DEFAULTS.get(arch, {}).get(key, default))
         if value is not None:
             meta[f"{arch}.{gguf_key}"] = value
     if "no_rope_layers" in config:  # SmolLM3: one flag per layer, 0 = no RoPE, as written
@@ -54,6 +57,20 @@ def gguf_metadata(config: dict[str, Any]) -> dict[str, Any]:
         meta[f"{arch}.no_rope_layer_interval"] = config["no_rope_layer_interval"]
     meta.update(rope_scaling(arch, config.get("rope_scaling")))
     return meta
+
+
+def with_rope_parameters(config: dict[str, Any]) -> dict[str, Any]:
+    """transformers 5 saves rope_theta and the scaling together as `rope_parameters` (per
+    attention type in some models: llama.cpp's converter reads full attention's); older
+    configs have `rope_theta` and `rope_scaling`. The config in the older form."""
+    rope = config.get("rope_parameters")
+    if isinstance(rope, dict) and isinstance(rope.get("full_attention"), dict):
+        rope = rope["full_attention"]
+    if not isinstance(rope, dict):
+        return config
+    kind = rope.get("rope_type", rope.get("type", "default"))
+    theta = {"rope_theta": rope["rope_theta"]} if "rope_theta" in rope else {}
+    return config | theta | {"rope_scaling": None if kind == "default" else rope}
 
 
 def rope_scaling(arch: str, scaling: Any) -> dict[str, Any]:

@@ -17,7 +17,8 @@ import numpy as np
 from gguf import GGMLQuantizationType as T
 
 from nanosmol.checkpoint.hf_config import gguf_metadata
-from nanosmol.checkpoint.safetensors_shards import CheckpointError, StoredTensor, read_json, read_tensors, shard_names
+from nanosmol.checkpoint.safetensors_shards import (INDEX_FILE, CheckpointError, StoredTensor, read_json, read_tensors,
+                                                     shard_names)
 from nanosmol.config import MAX_LAYERS
 from nanosmol.gguf_file import TensorInfo
 from nanosmol.tokenizer import Tokenizer
@@ -83,13 +84,18 @@ class HFFolder:
             raise CheckpointError(f"config.json: num_hidden_layers = {str(n_layer)[:40]} is not a layer count")
         where = shard_names(folder)
         tie = config.get("tie_word_embeddings")  # absent: tied when there is no lm_head
-        self._hf_names = gguf_names(n_layer, tie if isinstance(tie, bool) else "lm_head.weight" not in where)
-        stored = read_tensors(folder, where, set(self._hf_names.values()))
-        self.tensors = {name: tensor_info(name, stored[hf]) for name, hf in self._hf_names.items()}
-        self._stored = {name: stored[hf] for name, hf in self._hf_names.items()}
+        self.hf_names = gguf_names(n_layer, tie if isinstance(tie, bool) else "lm_head.weight" not in where)
+        stored = read_tensors(folder, where, set(self.hf_names.values()))
+        self.tensors = {name: tensor_info(name, stored[hf]) for name, hf in self.hf_names.items()}
+        self._stored = {name: stored[hf] for name, hf in self.hf_names.items()}
+        self.shard_of = {name: where[hf] for name, hf in self.hf_names.items()}
         self.file_size = sum((folder / shard).stat().st_size for shard in set(where.values()))
         self.tokenizer = read_tokenizer(folder, self.metadata.get(f"{arch}.vocab_size", 0))
         self.metadata.update(tokenizer_metadata(self.tokenizer))
+        # Every file the checkpoint is read from (a converted file must not replace one).
+        self.files = [folder / f for f in ("config.json", INDEX_FILE, "tokenizer.json", "tokenizer_config.json",
+                                           "chat_template.jinja", *sorted(set(where.values())))
+                      if (folder / f).exists()]
         template = chat_template(folder)
         if template is not None:
             self.metadata["tokenizer.chat_template"] = template
@@ -107,6 +113,12 @@ class HFFolder:
         if name not in self._permuted:
             self._permuted[name] = rotate_half_to_pairs(raw, heads)
         return self._permuted[name]
+
+    def release(self, name: str) -> None:
+        """Forget the tensor's permuted copy and give back its mapped pages: a pass over the
+        whole folder, one tensor at a time, then holds one tensor in memory."""
+        self._permuted.pop(name, None)
+        self._stored[name].release_pages()
 
     def close(self) -> None:
         self._stored, self._permuted = {}, {}

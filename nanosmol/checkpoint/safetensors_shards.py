@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from safetensors import SafetensorError, safe_open
 
+from nanosmol.gguf_file import drop_pages
+
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 HEADER_LENGTH_BYTES = 8  # a little-endian u64: the length of the JSON header that follows
@@ -32,6 +34,11 @@ class StoredTensor:
     dtype: str  # safetensors' code: "F32", "F16", "BF16", ...
     shape: tuple[int, ...]  # row-major, slowest dimension first (PyTorch order)
     data: np.ndarray  # uint8 view of the mapped shard
+    mapping: mmap.mmap  # the shard's map, whose pages release_pages gives back
+    offset: int  # of data in the shard
+
+    def release_pages(self) -> None:
+        drop_pages(self.mapping, self.offset, self.data.size)
 
 
 def shard_names(folder: Path) -> dict[str, str]:
@@ -68,7 +75,8 @@ def read_shard(path: Path) -> dict[str, StoredTensor]:
     start = HEADER_LENGTH_BYTES + header_length
     return {
         name: StoredTensor(name, entry["dtype"], tuple(entry["shape"]),
-                           data[start + entry["data_offsets"][0] : start + entry["data_offsets"][1]])
+                           data[start + entry["data_offsets"][0] : start + entry["data_offsets"][1]],
+                           mapped, start + entry["data_offsets"][0])
         for name, entry in header.items() if name != "__metadata__"
     }
 

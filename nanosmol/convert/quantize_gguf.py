@@ -1,5 +1,8 @@
 """Quantize a GGUF file to one of llama.cpp's mixes: `nanosmol quantize IN OUT TYPE`.
 
+The planning (plan_tensors) takes any checkpoint open_checkpoint returns: `nanosmol convert`
+plans a Hugging Face folder's tensors with it.
+
 The metadata is copied with its types (general.quantization_version and general.file_type
 set last, as llama-quantize sets them); each tensor gets the type mixes.py chooses and is
 read (F32, F16, BF16: converted by numpy; a quantized one dequantized), quantized and
@@ -15,6 +18,7 @@ import numpy as np
 from gguf import GGUFValueType
 from gguf import GGMLQuantizationType as T
 
+from nanosmol.checkpoint import HFFolder
 from nanosmol.config import ModelConfig, tensor_problems
 from nanosmol.convert.writer import MetadataEntry, Progress, TensorPlan, write_gguf
 from nanosmol.finite import SCANNED, NonFiniteWeightsError, has_nonfinite, nonfinite_problem
@@ -26,6 +30,8 @@ from nanosmol.quants.quantize import quantize_rows_with
 
 GGML_QUANTIZATION_VERSION = 2  # the block layouts written here (ggml's GGML_QNT_VERSION)
 
+Checkpoint = GGUFFile | HFFolder  # what open_checkpoint returns
+
 
 class QuantizeError(ValueError):
     """The input cannot be quantized as asked."""
@@ -35,13 +41,22 @@ def quantize_gguf(source: str | os.PathLike, target: str | os.PathLike, mix: Mix
                   allow_requantize: bool = False, progress: Progress | None = None) -> None:
     """Write `target`: the model in `source` with its tensors in `mix`'s types."""
     with GGUFFile(source) as gguf:
-        config = ModelConfig.from_gguf(gguf.metadata, gguf.tensors.keys())
-        problems = tensor_problems(config, gguf.tensors)
-        if problems:
-            raise QuantizeError(problems[0] + (f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""))
-        in_llama_cpp_order = sorted(gguf.tensors.values(), key=lambda t: (layer_of(t.name), t.name))
-        plans = [plan_tensor(gguf, info, mix, config, pure, allow_requantize) for info in in_llama_cpp_order]
+        config, plans = plan_tensors(gguf, mix, pure, allow_requantize)
         write_gguf(target, config.arch, copied_metadata(gguf, mix), plans, progress)
+
+
+def plan_tensors(checkpoint: Checkpoint, mix: Mix, pure: bool = False, allow_requantize: bool = False,
+                 others_as: T | None = None) -> tuple[ModelConfig, list[TensorPlan]]:
+    """The checked config of a checkpoint (a GGUFFile, or anything open_checkpoint returns)
+    and a plan for each of its tensors in `mix`, in llama-quantize's order (layer, then name).
+    others_as: the type of the tensors the mix leaves alone (norms); None keeps theirs."""
+    config = ModelConfig.from_gguf(checkpoint.metadata, checkpoint.tensors.keys())
+    problems = tensor_problems(config, checkpoint.tensors)
+    if problems:
+        raise QuantizeError(problems[0] + (f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""))
+    in_llama_cpp_order = sorted(checkpoint.tensors.values(), key=lambda t: (layer_of(t.name), t.name))
+    return config, [plan_tensor(checkpoint, info, mix, config, pure, allow_requantize, others_as)
+                    for info in in_llama_cpp_order]
 
 
 def copied_metadata(gguf: GGUFFile, mix: Mix) -> list[MetadataEntry]:
@@ -51,11 +66,13 @@ def copied_metadata(gguf: GGUFFile, mix: Mix) -> list[MetadataEntry]:
     return kept + [MetadataEntry(key, value, GGUFValueType.UINT32) for key, value in new.items()]
 
 
-def plan_tensor(gguf: GGUFFile, info: TensorInfo, mix: Mix, config: ModelConfig, pure: bool,
-                allow_requantize: bool) -> TensorPlan:
+def plan_tensor(gguf: Checkpoint, info: TensorInfo, mix: Mix, config: ModelConfig, pure: bool,
+                allow_requantize: bool, others_as: T | None = None) -> TensorPlan:
     target = tensor_type(info.name, info.shape, mix, config.n_layer, config.gqa_ratio, config.tied_embeddings, pure)
+    if target is None:
+        target = info.type if others_as is None else others_as
     release = lambda: gguf.release(info.name)  # noqa: E731  (the source's pages, once written)
-    if target is None or target == info.type:
+    if target == info.type:
         return TensorPlan(info.name, info.shape, info.type, lambda: finite_copy(gguf, info), info.type.name, release)
     if info.type not in FLOAT_TYPES:
         if info.type not in SUPPORTED_TYPES:
@@ -69,14 +86,14 @@ def plan_tensor(gguf: GGUFFile, info: TensorInfo, mix: Mix, config: ModelConfig,
 # NaN and Inf are looked for tensor by tensor, as each is read: a scan of the whole file first
 # would read (and keep in memory) every page of it.
 
-def finite_copy(gguf: GGUFFile, info: TensorInfo) -> np.ndarray:
+def finite_copy(gguf: Checkpoint, info: TensorInfo) -> np.ndarray:
     """The tensor's bytes as they are."""
     if info.type in SCANNED and has_nonfinite(gguf.tensor_data(info.name), info.type):
         raise NonFiniteWeightsError(nonfinite_problem(gguf, info.name))
     return gguf.tensor_data(info.name)
 
 
-def quantized(gguf: GGUFFile, info: TensorInfo, target: T) -> np.ndarray:
+def quantized(gguf: Checkpoint, info: TensorInfo, target: T) -> np.ndarray:
     """The tensor in `target`'s blocks: uint8 [rows, row_bytes]."""
     raw = gguf.tensor_data(info.name).reshape(info.rows, -1)
 
