@@ -16,6 +16,8 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+import nanosmol.jit_cache  # noqa: F401  (every kernel module imports this one: their cache saves are locked)
+
 INLINE = dict(cache=True, fastmath=True, boundscheck=False, inline="always")
 
 
