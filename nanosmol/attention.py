@@ -24,10 +24,12 @@ from nanosmol.layers import exp32
 from nanosmol.quants.blocks import Q4_0, Q8_0, row_values
 from nanosmol.quants.intdot import QuantizedVector, dequantize_row_block32, quantize_values, row_dots_block32
 from nanosmol.quants.kernels import row_dot_float
+from nanosmol.quants.specialize import ConstantTypes
 from nanosmol.simd import stack_lanes
 from nanosmol.workers import n_workers, parallel_map
 
-JIT = dict(cache=True, fastmath=True, boundscheck=False, error_model="numpy")
+# ConstantTypes: decode passes the cache types as constants, and only their code compiles.
+JIT = dict(cache=True, fastmath=True, boundscheck=False, error_model="numpy", pipeline_class=ConstantTypes)
 INLINE = dict(JIT, inline="always")
 CHUNK = 256  # cache slots per decode job
 QUERY_BLOCK = 128  # prompt rows per prefill attention job at most
@@ -63,10 +65,10 @@ def key_score(k_type, key, q, query, at, head_dim, acc):
     and q4_0 keys (into acc[0:16]), float lanes for f32 and f16 ones (acc[0:32])."""
     acc[:] = 0.0
     if k_type == Q8_0:
-        row_dots_block32(Q8_0, key, query, head_dim, at, 1, acc)
+        row_dots_block32(Q8_0, key, query, head_dim, at, acc)
         return acc[:16].sum()
     if k_type == Q4_0:
-        row_dots_block32(Q4_0, key, query, head_dim, at, 1, acc)
+        row_dots_block32(Q4_0, key, query, head_dim, at, acc)
         return acc[:16].sum()
     row_dot_float(k_type, key, q[at : at + head_dim], acc)
     return acc.sum()

@@ -17,7 +17,7 @@ from nanosmol.quants.vecdot import (dot_bf16, dot_bf16_portable, dot_f16, dot_f1
                                     dot_q5_k, dot_q5_k_portable, dot_q6_k, dot_q6_k_portable, dot_q8_0,
                                     dot_q8_0_portable, row_q4_k_by_tokens, row_q4_k_by_tokens_portable,
                                     row_q5_k_by_tokens, row_q5_k_by_tokens_portable, row_q6_k_by_tokens,
-                                    row_q6_k_by_tokens_portable, q8_0_in_token_lanes, row_q8_0_by_tokens,
+                                    row_q6_k_by_tokens_portable, row_q8_0_by_tokens,
                                     row_q8_0_by_tokens_portable, row_q4_0_by_tokens, row_q4_0_by_tokens_portable,
                                     row_q4_1_by_tokens, row_q4_1_by_tokens_portable, row_q5_0_by_tokens,
                                     row_q5_0_by_tokens_portable, row_q5_1_by_tokens, row_q5_1_by_tokens_portable)
@@ -120,10 +120,7 @@ def token_lanes_both_ways(qtype, row, v, n):
         row_q5_k_by_tokens(sums[0], row, v.q256_by_8, 0, v.d256_by_8, v.sum32_by_8, n // 256)
         row_q5_k_by_tokens_portable(sums[1], row, v.q256_by_8, 0, v.d256_by_8, v.sum32_by_8, n // 256)
     elif qtype == Q8_0:
-        if q8_0_in_token_lanes():
-            row_q8_0_by_tokens(sums[0], row, v.q32_by_8, 0, v.d32_by_8, v.s32_by_8, n // 32)
-        else:
-            sums[0, 0] = np.nan  # not used on this target: compare the portable form alone
+        row_q8_0_by_tokens(sums[0], row, v.q32_by_8, 0, v.d32_by_8, v.s32_by_8, n // 32)
         row_q8_0_by_tokens_portable(sums[1], row, v.q32_by_8, 0, v.d32_by_8, v.s32_by_8, n // 32)
     elif qtype == Q4_0:
         row_q4_0_by_tokens(sums[0], row, v.q32_by_8, 0, v.d32_by_8, v.s32_by_8, n // 32)

@@ -15,6 +15,7 @@ from numba import njit
 
 from nanosmol.kv.types import CACHE_TYPES, CacheTypes, row_bytes
 from nanosmol.kv.rows import quantize_row
+from nanosmol.quants.specialize import ConstantTypes
 
 
 class KVCache:
@@ -80,7 +81,7 @@ def lazy_bytes(shape: tuple[int, ...]) -> np.ndarray:
     return np.frombuffer(mmap.mmap(-1, max(n_bytes, 1)), np.uint8, count=n_bytes).reshape(shape)
 
 
-@njit(nogil=True, cache=True, boundscheck=False)  # no fastmath: the quantizers round as ggml's do
+@njit(nogil=True, cache=True, boundscheck=False, pipeline_class=ConstantTypes)  # no fastmath: the quantizers round as ggml's do
 def store_kv(k_cache, v_cache, k_type, v_type, k, v, slots, head_dim):
     """Write rows k, v [T, n_kv * head_dim] into one layer's cache slots, in the cache's types."""
     for h in range(k_cache.shape[0]):

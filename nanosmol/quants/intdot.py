@@ -21,9 +21,9 @@ from numba import njit
 from nanosmol.quants.blocks import (Q2_K, Q3_K, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0, f16, high4, k4_scale_min,
                                     low4, u32)
 from nanosmol.quants.vecdot import (dot_q2_k, dot_q2_k_x8, dot_q3_k, dot_q3_k_x8, dot_q4_0, dot_q4_1, dot_q4_k, dot_q5_0,
-                                    dot_q5_1, dot_q5_k, dot_q6_k, dot_q8_0, q8_0_in_token_lanes, row_q4_0_by_tokens,
+                                    dot_q5_1, dot_q5_k, dot_q6_k, dot_q8_0, row_q4_0_by_tokens,
                                     row_q4_1_by_tokens, row_q4_k_by_tokens, row_q5_0_by_tokens, row_q5_1_by_tokens,
-                                    row_q5_k_by_tokens, row_q6_k_by_tokens, row_q8_0_by_tokens, row_q8_0_x8)
+                                    row_q5_k_by_tokens, row_q6_k_by_tokens, row_q8_0_by_tokens)
 from nanosmol.quants.specialize import ConstantTypes
 from nanosmol.simd import or_bits, stack_codes, stack_lanes, store_scaled_codes, store_scaled_int8, unpack_nibbles16
 
@@ -221,12 +221,9 @@ def block32_bytes(qtype):
 
 
 @njit(**INLINE)
-def row_dots_block32(qtype, row, v, n, at, tokens, acc):
-    """Q8_0 (d, qs[32] int8) and Q4_0/Q4_1/Q5_0/Q5_1: one integer sum, one float scale per
-    32-value block."""
-    if tokens != 1:  # Q8_0 on x86 without VNNI (TOKEN_LANE_TYPES): a whole row, one token per vector
-        row_q8_0_x8(acc, row, 0, v.q32, at, n, v.d32_by_8, v.s32_by_8, n // 32)
-        return
+def row_dots_block32(qtype, row, v, n, at, acc):
+    """Decode: Q8_0 (d, qs[32] int8) and Q4_0/Q4_1/Q5_0/Q5_1: one integer sum, one float scale
+    per 32-value block. (Prefill: row_by_tokens.)"""
     nbytes = block32_bytes(qtype)
     for b in range(n // 32):
         dot_block32(qtype, acc, row, nbytes * b, v, at + 32 * b, n)
@@ -281,16 +278,15 @@ def row_dots_k4(row, v, n, at, acc, five_bits):
             dot_q4_k(acc, row, o, v.q256, x, n, v.sum32, v.d256)
 
 
-# Prefill multiplies these with 8 tokens in the lanes (`in_token_lanes`); Q8_0 too where its
-# 8-bit codes need no vpmaddubsw (q8_0_in_token_lanes: VNNI, or not x86). A tuple, so that
+# Prefill multiplies these with 8 tokens in the lanes (`in_token_lanes`). A tuple, so that
 # Numba prunes the other branch for a constant type.
-TOKEN_LANE_TYPES = (Q4_K, Q5_K, Q6_K, Q4_0, Q4_1, Q5_0, Q5_1)
+TOKEN_LANE_TYPES = (Q4_K, Q5_K, Q6_K, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0)
 
 
 @njit(**INLINE)
 def row_by_tokens(qtype, row, v, n, at, sums):
     """sums[t] = the row's dot product with token t of the 8 whose activations start at at
-    (in token lanes: in_token_lanes), for the TOKEN_LANE_TYPES (and Q8_0). Each branch passes
+    (in token lanes: in_token_lanes), for the TOKEN_LANE_TYPES. Each branch passes
     its scales as laid out side by side for its block size."""
     if qtype == Q4_K:
         row_q4_k_by_tokens(sums, row, v.q256_by_8, at, v.d256_by_8, v.sum32_by_8, n // 256)
@@ -357,8 +353,8 @@ INT_DOT_TYPES = tuple(ACTIVATION_BLOCK)
 
 @njit(pipeline_class=ConstantTypes, **JIT)
 def row_dots(qtype, row, v, n, at, tokens, acc):
-    """The dot products of a weight row of n values with `tokens` (1 or PREFILL_TOKENS; for
-    TOKEN_LANE_TYPES 1, their prefill is row_by_tokens) activations quantized in v, token
+    """The dot products of a weight row of n values with `tokens` (1, or PREFILL_TOKENS for Q2_K
+    and Q3_K: the TOKEN_LANE_TYPES prefill through row_by_tokens) activations quantized in v, token
     t's from value at + t * n on: its dot product is the sum of acc[16t : 16t + 16].
 
     Each branch passes its type as a constant, so every block loop is compiled for one type;
@@ -370,15 +366,15 @@ def row_dots(qtype, row, v, n, at, tokens, acc):
     elif qtype == Q6_K:
         row_dots_q6_k(row, v, n, at, acc)
     elif qtype == Q8_0:
-        row_dots_block32(Q8_0, row, v, n, at, tokens, acc)
+        row_dots_block32(Q8_0, row, v, n, at, acc)
     elif qtype == Q5_0:
-        row_dots_block32(Q5_0, row, v, n, at, tokens, acc)
+        row_dots_block32(Q5_0, row, v, n, at, acc)
     elif qtype == Q4_1:
-        row_dots_block32(Q4_1, row, v, n, at, tokens, acc)
+        row_dots_block32(Q4_1, row, v, n, at, acc)
     elif qtype == Q4_0:
-        row_dots_block32(Q4_0, row, v, n, at, tokens, acc)
+        row_dots_block32(Q4_0, row, v, n, at, acc)
     elif qtype == Q5_1:
-        row_dots_block32(Q5_1, row, v, n, at, tokens, acc)
+        row_dots_block32(Q5_1, row, v, n, at, acc)
     elif qtype == Q2_K:
         row_dots_low_k(Q2_K, row, v, n, at, tokens, acc)
     elif qtype == Q3_K:

@@ -18,7 +18,7 @@ from nanosmol.quants.blocks import BF16, F16, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K
 from nanosmol.quants.intdot import (INT_DOT_TYPES, TOKEN_LANE_TYPES, dequantize_row_block32, dequantize_row_k4,
                                     row_by_tokens, row_dot, row_dots)
 from nanosmol.quants.specialize import ConstantTypes
-from nanosmol.quants.vecdot import PREFILL_TOKENS, dot_bf16, dot_f16, dot_f32, q8_0_in_token_lanes
+from nanosmol.quants.vecdot import PREFILL_TOKENS, dot_bf16, dot_f16, dot_f32
 from nanosmol.simd import stack_lanes, stack_token_lanes
 
 # ConstantTypes: a kernel called with its type as a constant compiles that type's code only.
@@ -116,7 +116,7 @@ def matmul_quantized(qtype, w, xq, n, out):
     for task in prange(n_tasks(w)):
         acc = stack_token_lanes()
         first, last = task_rows(w, task)
-        if qtype in TOKEN_LANE_TYPES or (qtype == Q8_0 and q8_0_in_token_lanes()):
+        if qtype in TOKEN_LANE_TYPES:
             tokens_in_lanes(qtype, w, xq, n, out, whole, first, last, acc)
         else:
             for t0 in range(0, whole, PREFILL_TOKENS):

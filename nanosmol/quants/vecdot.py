@@ -14,9 +14,8 @@ and meet every token's block, which is where a batch gains over repeated matvecs
 (`_by_tokens`) take the 8 tokens in the lanes of each vector, as llama.cpp's GEMMs put weight
 rows there: each 4 codes are spread over the lanes by one vpshufd and meet 8 tokens in one
 multiply, and scales, mins and float work come once per (sub-)block for all 8 (with VNNI a
-vpdpbusd per vector; on AVX2 the vpmaddubsw pairs add up in int16). Q2_K and Q3_K (`_x8`)
-keep one token per vector, and so does Q8_0 on AVX2 without VNNI, a whole row at a time with
-the 8 tokens' float sums reduced into one vector's lanes.
+vpdpbusd per vector; on AVX2 the vpmaddubsw pairs add up in int16, Q8_0's with the sign
+trick). Q2_K and Q3_K (`_x8`) keep one token per vector.
 
 Each updates float32 accumulator lanes `acc`, 16 per token: acc[16t : 16t + 16] sums to token
 t's dot product (lanes 0-7 the scaled products, 8-15 the mins or offsets, already signed).
@@ -260,14 +259,21 @@ def _two_halves(b, scales, vector_type):
     return b.shuffle_vector(lo, hi, ir.Constant(ir.VectorType(I32, n), [0] * (n // 2) + [n] * (n // 2)))
 
 
-def _sub_block_by_tokens(blk: _Block, codes, q8_arg: int, x_at, max_code: int, scales):
+def _sub_block_by_tokens(blk: _Block, codes, q8_arg: int, x_at, max_code: int, scales, signed: bool = False):
     """A 32-value sub-block's codes against 8 tokens in token lanes, times its integer scales
     (scales: the first 16 values' and the last 16's, i32): two int32x8, one per 4 tokens, lane
     i and i + 4 holding token i's sums over the first and the last 16 values. The 4 shuffled
     weight vectors serve both groups of 4 tokens. Without VNNI the vpmaddubsw pairs add up in
-    int16 while max_code allows, and vpmaddwd applies the scales."""
+    int16 while max_code allows, and vpmaddwd applies the scales. Signed codes (int8, up to
+    max_code in magnitude) take llama.cpp's sign trick there: |w| times x with w's sign."""
     b = blk.builder
     w = [_token_lanes_weights(b, codes, v) for v in range(4)]
+    if signed:
+        magnitudes = [call_llvm(b, "llvm.abs.v32i8", I8x32, [w[v], ir.Constant(ir.IntType(1), 0)]) for v in range(4)]
+        pair = lambda v, x: call_llvm(b, "llvm.x86.avx2.pmadd.ub.sw", I16x16,
+                                      [magnitudes[v], call_llvm(b, "llvm.x86.avx2.psign.b", I8x32, [x, w[v]])])
+    else:
+        pair = lambda v, x: call_llvm(b, "llvm.x86.avx2.pmadd.ub.sw", I16x16, [w[v], x])
     result = []
     for quad in range(2):
         x = [blk.load(q8_arg, blk.at(x_at, 128 * quad + 32 * v), I8x32) for v in range(4)]
@@ -275,14 +281,15 @@ def _sub_block_by_tokens(blk: _Block, codes, q8_arg: int, x_at, max_code: int, s
             dots = functools.reduce(lambda total, v: dot_bytes_vnni(b, total, w[v], x[v]), range(4), _const(I32x8, 0))
             result.append(b.mul(dots, _two_halves(b, scales, I32x8)))
             continue
-        if not blk.x86 or max_code > 127:  # plain vector IR (int16 pairs would overflow with 8-bit codes)
+        per_int16 = 32767 // (2 * max_code * 127)  # vpmaddubsw pairs that add up in int16
+        if not blk.x86 or per_int16 == 0:  # plain vector IR
+            assert not signed
             dots = functools.reduce(b.add, (_byte_dots_wide(b, w[v], x[v]) for v in range(4)))
             result.append(b.mul(dots, _two_halves(b, scales, I32x8)))
             continue
-        per_int16 = 32767 // (2 * max_code * 127)
         sums = None
         for first in range(0, 4, per_int16):
-            pairs = [call_llvm(b, "llvm.x86.avx2.pmadd.ub.sw", I16x16, [w[v], x[v]]) for v in range(first, min(4, first + per_int16))]
+            pairs = [pair(v, x[v]) for v in range(first, min(4, first + per_int16))]
             scaled = blk.madd16(functools.reduce(b.add, pairs), _two_halves(b, scales, I16x16))
             sums = scaled if sums is None else b.add(sums, scaled)
         result.append(sums)
@@ -598,38 +605,35 @@ def _row32_by_tokens(type_name: str, block_bytes: int, portable: bool = False):
     def row32(typingctx, sums, row, q8, x_at, d8, s8, n_blocks):
         """Prefill: a whole row of 32-value blocks against 8 tokens in token lanes (q8 from x_at:
         `QuantizedVector.q32_by_8`; their scales and sums side by side in d8 and s8 from
-        x_at // 32). sums[t] = token t's dot product. Q8_0's 8-bit codes want VNNI: without it
-        (x86) they take plain vector IR, slower than its `_x8` row (q8_0_in_token_lanes)."""
+        x_at // 32). sums[t] = token t's dot product. Q8_0's codes are its int8 plus 128 for
+        vpdpbusd (VNNI); on AVX2 without it they stay int8 and take the sign trick."""
 
         def codegen(context, builder, signature, args):
             blk, b = _Block(context, builder, signature, args, portable), builder
             f32x8, one = ir.VectorType(ir.FloatType(), 8), ir.Constant(I32, 1)
+            signed = type_name == "Q8_0" and blk.x86 and not blk.vnni  # its int8 as they are: the sign trick
             acc = cgutils.alloca_once_value(b, ir.Constant(f32x8, [0.0] * 8))
             with cgutils.for_range(b, args[6]) as loop:
-                codes, d, m = codes_of(blk, b.mul(loop.index, ir.Constant(loop.index.type, block_bytes)))
+                o = b.mul(loop.index, ir.Constant(loop.index.type, block_bytes))
+                codes, d, m = codes_of(blk, o)
+                if signed:
+                    codes, m = blk.load(1, blk.at(o, 2), I8x32), None
                 x0 = b.add(args[3], b.mul(loop.index, ir.Constant(loop.index.type, 32 * 8)))
-                total = _tokens_from_halves(b, _sub_block_by_tokens(blk, codes, 2, x0, max_code, (one, one)))
+                quads = _sub_block_by_tokens(blk, codes, 2, x0, 128 if signed else max_code, (one, one), signed)
+                total = _tokens_from_halves(b, quads)
                 at = b.lshr(x0, ir.Constant(x0.type, 5))
                 products = b.fmul(b.sitofp(total, f32x8), b.fmul(splat(b, d, f32x8), blk.load(4, at, f32x8), flags=["fast"]),
                                   flags=["fast"])
-                offsets = b.fmul(splat(b, m, f32x8), blk.load(5, at, f32x8), flags=["fast"])
-                b.store(b.fadd(b.load(acc), b.fadd(products, offsets, flags=["fast"]), flags=["fast"]), acc)
+                if m is not None:
+                    products = b.fadd(products, b.fmul(splat(b, m, f32x8), blk.load(5, at, f32x8), flags=["fast"]),
+                                      flags=["fast"])
+                b.store(b.fadd(b.load(acc), products, flags=["fast"]), acc)
             b.store(b.load(acc), vector_at(context, b, signature.args[0], args[0], 0, f32x8), align=4)
             return context.get_dummy_value()
 
         return types.none(sums, row, q8, types.int64, d8, s8, types.int64), codegen
 
     return row32
-
-
-@intrinsic
-def q8_0_in_token_lanes(typingctx):
-    """Whether the target multiplies Q8_0 in token lanes: with VNNI, or where it is not x86."""
-
-    def codegen(context, builder, signature, args):
-        return ir.Constant(ir.IntType(1), not target_has_avx2(context) or target_has_vnni(context))
-
-    return types.boolean(), codegen
 
 
 def _dot32(terms, portable: bool):
@@ -649,63 +653,6 @@ def _dot32(terms, portable: bool):
         return types.none(acc, row, types.int64, q8, types.int64, types.int64, d32, s32), codegen
 
     return dot32
-
-
-def _lane_per_token(b, sums):
-    """One int32x8 with lane t the sum of sums[t]'s 8 lanes, for 8 int32x8 vectors: the
-    horizontal adds of a transpose (vphaddd twice, then the two 128-bit halves)."""
-    def hadd(a, c):  # vphaddd: pairs of a and c side by side, within each 128-bit half
-        pick = lambda first: ir.Constant(ir.VectorType(I32, 8), [first, first + 2, first + 8, first + 10,
-                                                                  first + 4, first + 6, first + 12, first + 14])
-        return b.add(b.shuffle_vector(a, c, pick(0)), b.shuffle_vector(a, c, pick(1)))
-
-    pairs = [hadd(sums[t], sums[t + 1]) for t in range(0, 8, 2)]  # [t, t, t+1, t+1 | same]
-    quads = [hadd(pairs[0], pairs[1]), hadd(pairs[2], pairs[3])]  # [t0..t3 | t0..t3], [t4..t7 | ..]
-    halves = lambda first: ir.Constant(ir.VectorType(I32, 8), [first + i for i in range(4)] + [first + 8 + i for i in range(4)])
-    return b.add(b.shuffle_vector(quads[0], quads[1], halves(0)), b.shuffle_vector(quads[0], quads[1], halves(4)))
-
-
-def _row32(terms, block_bytes: int):
-    @intrinsic
-    def row32(typingctx, acc, row, o, q8, x_at, x_stride, d8, s8, n_blocks):
-        """Prefill: n_blocks 32-value blocks from row[o] on against 8 tokens, token t's blocks
-        from q8[x_at + t * x_stride]; their scales and sums by block, 8 tokens side by side,
-        in d8 and s8 from x_at // 32 (`QuantizedVector.d32_by_8`). acc[16t] += token t's products,
-        acc[16t + 8] += its offsets.
-
-        Every 32 values have their own float scales, so the float work is done for the 8
-        tokens at once: their integer sums reduced into one vector's lanes, then one multiply
-        by the block's 8 scales; the sums stay in registers along the row.
-        """
-
-        def codegen(context, builder, signature, args):
-            blk, b = _Block(context, builder, signature, args, False), builder
-            f32x8 = ir.VectorType(ir.FloatType(), 8)
-            products = cgutils.alloca_once_value(b, ir.Constant(f32x8, [0.0] * 8))
-            offsets = cgutils.alloca_once_value(b, ir.Constant(f32x8, [0.0] * 8))
-            scales_at = b.lshr(args[4], ir.Constant(args[4].type, 5))
-            with cgutils.for_range(b, args[8]) as loop:
-                o = b.add(args[2], b.mul(loop.index, ir.Constant(loop.index.type, block_bytes)))
-                x0 = b.add(args[4], b.mul(loop.index, ir.Constant(loop.index.type, 32)))
-                xs = [blk.token_x(t, x0) for t in range(8)]
-                sums, d, m = terms(blk, o, xs)
-                at = b.add(scales_at, b.mul(loop.index, ir.Constant(loop.index.type, 8)))
-                dx = blk.load(6, at, f32x8)
-                total = b.fmul(b.sitofp(_lane_per_token(b, sums), f32x8), b.fmul(splat(b, d, f32x8), dx, flags=["fast"]),
-                               flags=["fast"])
-                b.store(b.fadd(b.load(products), total, flags=["fast"]), products)
-                if m is not None:
-                    offset = b.fmul(splat(b, m, f32x8), blk.load(7, at, f32x8), flags=["fast"])
-                    b.store(b.fadd(b.load(offsets), offset, flags=["fast"]), offsets)
-            products, offsets = b.load(products), b.load(offsets)
-            for t in range(8):
-                blk.add_to_lane(16 * t, b.extract_element(products, ir.Constant(I32, t)))
-                blk.add_to_lane(16 * t + 8, b.extract_element(offsets, ir.Constant(I32, t)))
-            return context.get_dummy_value()
-
-        return types.none(acc, row, types.int64, q8, types.int64, types.int64, d8, s8, types.int64), codegen
-
-    return row32
 
 
 def _dot_float(kind: str, portable: bool):
@@ -745,12 +692,6 @@ def _forms(make, *args):
     return make(*args, False), make(*args, True), make(*args, False, PREFILL_TOKENS)
 
 
-def _forms32(terms, block_bytes: int):
-    """A 32-value type's decode intrinsic (target and portable forms) and its prefill row."""
-    assert PREFILL_TOKENS == 8  # _lane_per_token's reduction
-    return _dot32(terms, False), _dot32(terms, True), _row32(terms, block_bytes)
-
-
 dot_q4_k, dot_q4_k_portable = _dot_k4(False, False), _dot_k4(False, True)
 dot_q5_k, dot_q5_k_portable = _dot_k4(True, False), _dot_k4(True, True)
 dot_q6_k, dot_q6_k_portable = _dot_q6_k(False), _dot_q6_k(True)
@@ -759,7 +700,7 @@ row_q5_k_by_tokens, row_q5_k_by_tokens_portable = _row_k4_by_tokens(True), _row_
 row_q6_k_by_tokens, row_q6_k_by_tokens_portable = _row_q6_k_by_tokens(), _row_q6_k_by_tokens(True)
 dot_q2_k, dot_q2_k_portable, dot_q2_k_x8 = _forms(_dot_low_k, "Q2_K")
 dot_q3_k, dot_q3_k_portable, dot_q3_k_x8 = _forms(_dot_low_k, "Q3_K")
-dot_q8_0, dot_q8_0_portable, row_q8_0_x8 = _forms32(_q8_0_terms, 34)
+dot_q8_0, dot_q8_0_portable = _dot32(_q8_0_terms, False), _dot32(_q8_0_terms, True)
 dot_q4_0, dot_q4_0_portable = _dot32(_block32_terms("Q4_0"), False), _dot32(_block32_terms("Q4_0"), True)
 dot_q4_1, dot_q4_1_portable = _dot32(_block32_terms("Q4_1"), False), _dot32(_block32_terms("Q4_1"), True)
 dot_q5_0, dot_q5_0_portable = _dot32(_block32_terms("Q5_0"), False), _dot32(_block32_terms("Q5_0"), True)
