@@ -13,6 +13,7 @@ from nanosmol.checkpoint import load_tokenizer, open_checkpoint
 from nanosmol.chat import THINK_CLOSE, ChatPiece, ChatTemplateError, ThinkingSplitter, opens_thinking, render_chat
 from nanosmol.compile_progress import compile_progress
 from nanosmol.config import ConfigError, ModelConfig, tensor_problems
+from nanosmol.decode_compiler import DecodeCompiler
 from nanosmol.finite import NonFiniteWeightsError, check_finite
 from nanosmol.generate import GenerationStats, StopScanner, generate_tokens, stream_text
 from nanosmol.kv.types import DEFAULT_CACHE_TYPE, CacheTypes
@@ -80,9 +81,10 @@ class Model:
         self.n_threads = set_threads(n_threads)
         from nanosmol.model import Transformer  # imports the jitted kernels
 
-        with compile_progress():  # a cold cache: the kernels for this file's types compile here
+        # A cold cache: the kernels for this file's types compile here, the decode step in a second process.
+        with DecodeCompiler(self.path, cache_types) as decode_compiler, compile_progress(on_first=decode_compiler.start):
             self.transformer = Transformer(self.checkpoint, self.config, n_ctx=n_ctx, cache_types=cache_types)
-            self.transformer.warm_up()
+            self.transformer.warm_up(before_decode=decode_compiler.wait)
         timings["weights"] = time.perf_counter() - start
         self.load_timings = timings  # seconds: metadata parse, NaN scan, tokenizer build, weights and kernels
         self.n_ctx, self.cache_types = n_ctx, cache_types

@@ -8,10 +8,11 @@ When everything comes from the cache nothing is written.
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from contextlib import contextmanager
-from typing import Iterator, TextIO
+from typing import Callable, Iterator, TextIO
 
 from numba.core import event
 
@@ -19,8 +20,8 @@ HEADER = "nanosmol: compiling kernels for this model's types, first run only"
 
 
 class _Progress(event.Listener):
-    def __init__(self, stream: TextIO):
-        self.stream, self.live = stream, stream.isatty()
+    def __init__(self, stream: TextIO, on_first: Callable[[], None]):
+        self.stream, self.live, self.on_first = stream, stream.isatty(), on_first
         self.depth, self.kernels, self.start = 0, 0, None
 
     def on_start(self, ev: event.Event) -> None:
@@ -32,9 +33,10 @@ class _Progress(event.Listener):
             self.start = time.perf_counter()
             if not self.live:
                 self._write(HEADER + "...")
+            self.on_first()
         if self.live:
             name = getattr(ev.data["dispatcher"], "__name__", "kernel")
-            name = name.removesuffix("_of_types").removesuffix("_of_type")
+            name = re.sub(r"_of_types?(_[0-9m_]+)?$", "", name)  # matvec_of_type_12: matvec
             self._write(f"\r\033[K{HEADER}: {name} ({self.kernels})")
 
     def on_end(self, ev: event.Event) -> None:
@@ -54,9 +56,10 @@ class _Progress(event.Listener):
 
 
 @contextmanager
-def compile_progress(stream: TextIO | None = None) -> Iterator[None]:
-    """Show what Numba compiles inside the block, on one line of `stream` (default stderr)."""
-    progress = _Progress(stream or sys.stderr)
+def compile_progress(stream: TextIO | None = None, on_first: Callable[[], None] = lambda: None) -> Iterator[None]:
+    """Show what Numba compiles inside the block, on one line of `stream` (default stderr);
+    on_first runs when the first kernel starts compiling (a cold cache)."""
+    progress = _Progress(stream or sys.stderr, on_first)
     try:
         with event.install_listener("numba:compile", progress):
             yield

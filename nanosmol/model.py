@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 from numba import njit
@@ -17,6 +17,7 @@ from nanosmol.kv.types import CacheTypes
 from nanosmol.layers import RopeTable, rmsnorm, rope_inplace, swiglu_inplace
 from nanosmol.quants import QuantMatrix, matmul_all, typed_kernels
 from nanosmol.quants.intdot import QuantizedVector, quantize_vector
+from nanosmol.quants.specialize import named_for
 from nanosmol.quants.vecdot import PREFILL_TOKENS
 from nanosmol.quants.kernels import matvec, matvec_qkv, matvec_swiglu
 from nanosmol.workers import single_threaded_blas
@@ -137,22 +138,33 @@ class Transformer:
             for i in range(c.n_layer)
         ]
         self.stack = LayerStack.of(self.layers)
-        self.decode_layers = decoder(self.stack.role_types())
         self.scratch = DecodeScratch.of(c, n_ctx)
         self.cache = KVCache(c.n_layer, n_ctx, c.n_head_kv, c.head_dim, n_keep=min(n_keep, n_ctx - 1),
                              types=cache_types)
+        self.decode_layers = decoder(self.stack.role_types(), (self.cache.k_type, self.cache.v_type))
         self.rope = RopeTable(c.head_dim, c.rope_theta, n_ctx, c.rope_freq_scale)
 
-    def warm_up(self) -> None:
+    def warm_up(self, before_decode: Callable[[], None] = lambda: None) -> None:
         """A short prefill and one decode step from an empty cache, then empty it again: the
         kernels this file needs are compiled (or loaded from Numba's cache) now, not inside
-        the first generation (milliseconds on the default model once cached)."""
+        the first generation (milliseconds on the default model once cached). before_decode
+        runs between the two (e.g. waits for another process compiling the decode step)."""
         prompt = min(PREFILL_TOKENS + 1, self.cache.ring_size - 1)  # 8 tokens and a tail, where they fit
         with np.errstate(all="ignore"):  # its logits are thrown away: overflow is reported on real input
             if prompt > 1:
                 self.forward(np.zeros(prompt, np.int64))
+            before_decode()
             self.forward(np.zeros(1, np.int64))
         self.cache.reset()
+
+    def warm_up_decode_layers(self) -> None:
+        """Compile (or load) the decode step's layers alone, the largest kernel, from an empty cache."""
+        c, cache = self.config, self.cache
+        slots = cache.slots_for(1)
+        positions = cache.advance(slots)
+        with np.errstate(all="ignore"):
+            self._decode_layers(np.zeros((1, c.n_embd), np.float32), slots, positions, *self.rope.lookup(positions))
+        cache.reset()
 
     def forward(self, tokens: np.ndarray, all_logits: bool = False) -> np.ndarray:
         """Feed tokens after those already cached; logits of the last token (or of all)."""
@@ -169,8 +181,7 @@ class Transformer:
         cos, sin = self.rope.lookup(positions)
         x = self.token_embd.dequantize_rows(tokens)
         if len(tokens) == 1:
-            self.decode_layers(x, self.stack, cache.k, cache.v, cache.k_type, cache.v_type, cache.slot_pos, slots,
-                               positions, cache.n_filled, cos, sin, c.rms_eps, c.n_head, c.head_dim, self.scratch)
+            self._decode_layers(x, slots, positions, cos, sin)
         else:
             self._prefill_layers(x, slots, positions, cos, sin)
         if not all_logits:
@@ -180,6 +191,12 @@ class Transformer:
         if len(x) == 1:
             rescore_top(self.output, x[0], logits[0], self.scratch.row)
         return logits if all_logits else logits[0]
+
+    def _decode_layers(self, x, slots, positions, cos, sin) -> None:
+        """The layers for one token x [1, n_embd], in one compiled call (decode_layers)."""
+        c, cache = self.config, self.cache
+        self.decode_layers(x, self.stack, cache.k, cache.v, cache.slot_pos, slots, positions, cache.n_filled, cos, sin,
+                           c.rms_eps, c.n_head, c.head_dim, self.scratch)
 
     def _prefill_layers(self, x, slots, positions, cos, sin) -> None:
         """The layers for a batch of tokens: the weights go through BLAS tile by tile.
@@ -211,15 +228,18 @@ DECODE = dict(cache=True, fastmath=True, boundscheck=False)
 
 
 @cache
-def decoder(role_types: tuple[int, ...]):
+def decoder(role_types: tuple[int, ...], cache_types: tuple[int, int]):
     """decode_layers compiled for the types of wq, wk, wv, wo, w_gate, w_up and w_down (as
-    LayerStack.role_types gives them): each a constant, so that only its kernels compile."""
+    LayerStack.role_types gives them) and of the cache's keys and values: each a constant, so
+    that only its kernels compile."""
 
     tq, tk, tv, to, tg, tu, td = role_types
+    k_type, v_type = cache_types
 
     @njit(**DECODE)
-    def decode_layers_of_types(x, w, k_cache, v_cache, k_type, v_type, slot_pos, slots, positions, n_filled, cos, sin,
-                               eps, n_head, head_dim, s):
+    @named_for(role_types + cache_types)
+    def decode_layers_of_types(x, w, k_cache, v_cache, slot_pos, slots, positions, n_filled, cos, sin, eps, n_head,
+                               head_dim, s):
         decode_layers(tq, tk, tv, to, tg, tu, td, x, w, k_cache, v_cache, k_type, v_type, slot_pos, slots, positions,
                       n_filled, cos, sin, eps, n_head, head_dim, s)
 

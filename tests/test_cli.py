@@ -24,7 +24,7 @@ def test_inspect_json_quant_mix_matches_gguf_py(name):
     path = MICRO / name
     result = invoke("inspect-gguf", path, "--json", "--tensors", "--ctx", "512")
     assert result.exit_code == 0
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     expected = Counter(t.tensor_type.name for t in gguf.GGUFReader(path).tensors)
     assert {k: v["tensors"] for k, v in report["quant_mix"].items()} == dict(expected)
     assert report["tensor_count"] == sum(expected.values())
@@ -48,7 +48,7 @@ def test_inspect_text_report_for_smollm3():
 def test_inspect_vocab_file_is_not_runnable_but_explained():
     result = invoke("inspect-gguf", VOCAB_LLAMA_BPE, "--json")
     assert result.exit_code == 0
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     assert report["tensor_count"] == 0
     assert report["tokenizer"]["vocab_size"] == 128256
     assert report["tokenizer"]["pre"] == "llama-bpe"
@@ -233,7 +233,7 @@ def test_run_refuses_a_context_that_cannot_fit_in_one_line():
 def test_bench_at_depth_reports_its_tests_there():
     result = invoke("bench", "-m", MICRO / "micro-llama-Q8_0.gguf", "-p", "16", "-n", "4", "-t", "1", "-r", "1",
                     "-d", "300", "--cache-type-k", "q8_0", "--cache-type-v", "q4_0", "--json")
-    records = json.loads(result.output)
+    records = json.loads(result.stdout)
     assert [r["test"] for r in records] == ["pp16 @ d300", "tg4 @ d300"]
     assert all(r["depth"] == 300 and r["cache_types"] == "K q8_0, V q4_0" and r["tokens_per_second"] > 0
                for r in records)

@@ -119,7 +119,7 @@ def test_cli_run_on_a_folder_equals_run_on_the_gguf(folder_of):
 
 def test_cli_inspect_a_folder(folder_of):
     result = invoke("inspect-gguf", folder_of("micro-smollm3-BF16.gguf"), "--json")
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     assert result.exit_code == 0 and report["validation"] == {"runnable": True, "problems": []}
     assert report["architecture"] == "smollm3" and report["nope_layers"] == [3, 7]
     assert {k: v["tensors"] for k, v in report["quant_mix"].items()} == {"BF16": 57, "F32": 17}
@@ -198,7 +198,7 @@ def test_broken_folder_is_one_line_exit_2(tmp_path, problem):
 def test_inspect_lists_the_problems_of_a_folder_it_can_open(tmp_path):
     folder = broken(tmp_path, lambda f: edit_json(f / "config.json", num_attention_heads=6, num_key_value_heads=3))
     result = invoke("inspect-gguf", folder, "--json")
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     assert result.exit_code == 0 and not report["validation"]["runnable"]
     assert "tensor blk.0.attn_q.weight has shape [256, 256], expected [256, 252]" in report["validation"]["problems"]
 

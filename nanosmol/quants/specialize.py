@@ -52,3 +52,21 @@ class ConstantTypes(CompilerBase):
         pipeline.add_pass_after(LiteralArgumentsAsConstants, IRProcessing)
         pipeline.finalize()
         return [pipeline]
+
+
+def named_for(codes: tuple[int, ...]):
+    """A decorator, before njit: the function's name gets the type codes it is compiled for.
+
+    Numba names a compiled function's symbols by its qualified name and a per-process counter,
+    and the closures of typed_kernels share one name. Two of them compiled in different
+    processes can carry the same counter; loaded from the cache into one process they then
+    share one symbol, and one type's code runs for the other's (seen as "NRT_adapt_ndarray_
+    to_python: descr is NULL"). A name per type keeps their symbols and cache files apart.
+    """
+
+    def rename(function):
+        function.__qualname__ += "_" + "_".join(str(c).replace("-", "m") for c in codes)
+        function.__name__ = function.__qualname__.rsplit(".", 1)[-1]
+        return function
+
+    return rename

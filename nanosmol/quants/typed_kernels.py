@@ -11,6 +11,7 @@ from functools import cache
 from numba import njit
 
 from nanosmol.quants import kernels
+from nanosmol.quants.specialize import named_for
 
 ENTRY = dict(cache=True, nogil=True)  # nogil: prefill's tiles run on worker threads
 
@@ -18,6 +19,7 @@ ENTRY = dict(cache=True, nogil=True)  # nogil: prefill's tiles run on worker thr
 @cache
 def matvec(qtype: int):
     @njit(**ENTRY)
+    @named_for((qtype,))
     def matvec_of_type(w, x, xq, out):
         return kernels.matvec(qtype, w, x, xq, out)
 
@@ -27,6 +29,7 @@ def matvec(qtype: int):
 @cache
 def matmul_quantized(qtype: int):
     @njit(**ENTRY)
+    @named_for((qtype,))
     def matmul_quantized_of_type(w, xq, n, out):
         return kernels.matmul_quantized(qtype, w, xq, n, out)
 
@@ -36,6 +39,7 @@ def matmul_quantized(qtype: int):
 @cache
 def dequantize_rows(qtype: int):
     @njit(**ENTRY)
+    @named_for((qtype,))
     def dequantize_rows_of_type(w, row_ids, out):
         return kernels.dequantize_rows(qtype, w, row_ids, out)
 
@@ -45,6 +49,7 @@ def dequantize_rows(qtype: int):
 @cache
 def dequantize_tile(qtype: int):
     @njit(**ENTRY)
+    @named_for((qtype,))
     def dequantize_tile_of_type(w, first_row, out):
         return kernels.dequantize_tile(qtype, w, first_row, out)
 
@@ -54,6 +59,7 @@ def dequantize_tile(qtype: int):
 @cache
 def rescore_top(qtype: int):
     @njit(**ENTRY)
+    @named_for((qtype,))
     def rescore_top_of_type(w, x, logits, k, scratch):
         return kernels.rescore_top(qtype, w, x, logits, k, scratch)
 

@@ -1,0 +1,62 @@
+"""A cold start on two cores: the decode step compiles in a second process meanwhile.
+
+Numba compiles on one thread, and a cold start is almost all compiling: prefill's kernels
+and the decode step (`model.decode_layers`, a third of the work in one function). While
+this process compiles prefill's kernels, a second one, started at the first compilation,
+builds the same model and compiles the decode step into Numba's cache, from where this
+process loads it when its turn comes. If that process fails, this one compiles the step
+itself: it costs time, never a result. On a warm cache nothing compiles and nothing starts.
+
+    python -m nanosmol.decode_compiler PATH CACHE_TYPE_K CACHE_TYPE_V   # what the second process runs
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from nanosmol.kv.types import CacheTypes
+
+SECOND_PROCESS_CTX = 64  # its context: the kernels' types do not depend on the size
+
+
+class DecodeCompiler:
+    """The second process, started by start() (once), waited for by wait(), killed on exit."""
+
+    def __init__(self, path: str | os.PathLike, cache_types: CacheTypes):
+        self.args = [sys.executable, "-m", __name__, os.fspath(path), cache_types.k, cache_types.v]
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        if self.process is None and len(os.sched_getaffinity(0)) > 1:  # one core: it would only take turns
+            self.process = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                            stderr=subprocess.DEVNULL)
+
+    def wait(self) -> None:
+        if self.process is not None:
+            self.process.wait()
+
+    def __enter__(self) -> "DecodeCompiler":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.process is not None and self.process.poll() is None:  # an error or Ctrl-C before wait()
+            self.process.kill()
+            self.process.wait()
+
+
+def compile_decode_step(path: str, cache_type_k: str, cache_type_v: str) -> None:
+    from nanosmol.checkpoint import open_checkpoint
+    from nanosmol.config import ModelConfig
+    from nanosmol.model import Transformer
+
+    checkpoint = open_checkpoint(path)
+    config = ModelConfig.from_gguf(checkpoint.metadata, checkpoint.tensors)
+    transformer = Transformer(checkpoint, config, n_ctx=SECOND_PROCESS_CTX,
+                              cache_types=CacheTypes(cache_type_k, cache_type_v))
+    transformer.warm_up_decode_layers()
+
+
+if __name__ == "__main__":
+    compile_decode_step(*sys.argv[1:4])
