@@ -118,17 +118,22 @@ class Model:
     def generate(self, prompt: str | Sequence[int], max_tokens: int = 256, temperature: float = 0.8,
                  top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05, repeat_penalty: float = 1.0,
                  repeat_last_n: int = 64, seed: int | None = None, stop: Sequence[str] = (),
-                 special: bool = False, should_stop: Callable[[], bool] | None = None) -> Iterator[str]:
+                 special: bool = False, should_stop: Callable[[], bool] | None = None,
+                 presence_penalty: float = 0.0, frequency_penalty: float = 0.0) -> Iterator[str]:
         """Continue the prompt as is (no chat template), streaming text pieces.
 
         should_stop() is asked before each forward pass: returning True (say, another thread's
         `event.is_set`) ends the generation within one step, with last_stats.stop_reason "cancelled".
+        Penalties: repeat_penalty is llama.cpp's (over the last repeat_last_n tokens, prompt
+        included); presence_penalty and frequency_penalty are OpenAI's (within [-2, 2], over the
+        tokens this call generated). chat() takes the same sampling settings.
         """
         ids = self.tokenize(prompt, special=special) if isinstance(prompt, str) else list(prompt)
         if not ids:
             raise ValueError("the prompt is empty: give at least one token")
         self._check_ids(ids)
-        params = SamplingParams(temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n, seed)
+        params = SamplingParams(temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n, seed,
+                                presence_penalty, frequency_penalty)
         self._on_this_thread()
         self.reset()
         self.last_stats = stats = GenerationStats()

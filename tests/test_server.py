@@ -129,6 +129,23 @@ def test_seed_and_sampling_settings(smollm2):
     assert len(others | {a.choices[0].message.content}) > 1
 
 
+def test_presence_and_frequency_penalties_change_greedy_output_as_the_api_does(smollm2, model):
+    """Greedy, this model continues "1, 1, ..." with more of the same; penalized, it must not."""
+    ask = dict(model="SmolLM2-135M-Instruct.Q4_1", prompt="1, 1, 1, 1, 1, 1, 1, 1,", max_tokens=16, temperature=0)
+    completions = client(smollm2).completions
+    plain = completions.create(**ask).choices[0].text
+    assert plain.startswith(" 1, 1, 1, 1,")
+    penalized = completions.create(**ask, frequency_penalty=2.0).choices[0].text
+    api = "".join(model.generate(ask["prompt"], max_tokens=16, temperature=0, frequency_penalty=2.0, special=True))
+    assert penalized == api != plain
+
+    penalties = dict(presence_penalty=1.5, frequency_penalty=0.5)
+    streamed = chat(smollm2, messages=FRANCE, temperature=0, max_tokens=30, stream=True, **penalties)
+    text = "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
+    api = "".join(p.text for p in model.chat(FRANCE, max_tokens=30, temperature=0, **penalties))
+    assert text and text == api.lstrip()  # the chat endpoint takes them too, streamed, as the API does
+
+
 def test_completions_streamed_and_not(smollm2):
     c = client(smollm2).completions
     reply = c.create(model="SmolLM2-135M-Instruct.Q4_1", prompt="The capital of France is", max_tokens=3,
@@ -230,7 +247,8 @@ CHAT = "/v1/chat/completions"
     ({"messages": FRANCE, "max_tokens": 100000}, "max_tokens"),
     ({"messages": FRANCE, "stream": "yes"}, "stream"),
     ({"messages": FRANCE, "n": 2}, "n"),
-    ({"messages": FRANCE, "presence_penalty": 0.5}, "presence_penalty"),
+    ({"messages": FRANCE, "presence_penalty": 2.5}, "presence_penalty"),  # outside OpenAI's [-2, 2]
+    ({"messages": FRANCE, "frequency_penalty": -2.1}, "frequency_penalty"),
     ({"messages": FRANCE, "tools": [{"type": "function"}]}, "tools"),
     ({"messages": [{"role": "user", "content": "word " * 2000}]}, "messages"),  # longer than -c 1024
 ])
