@@ -77,9 +77,7 @@ def apply_openai_penalties(logits: np.ndarray, generated: Sequence[int], presenc
 
 def candidates(logits: np.ndarray, top_k: int, top_p: float, min_p: float) -> tuple[np.ndarray, np.ndarray]:
     """Token ids still in the running after top-k, top-p and min-p, with their logits, best first."""
-    k = len(logits) if top_k <= 0 else min(top_k, len(logits))
-    ids = np.argpartition(-logits, k - 1)[:k] if k < len(logits) else np.arange(len(logits))
-    ids = ids[np.argsort(-logits[ids], kind="stable")]
+    ids = top_k_ids(logits, len(logits) if top_k <= 0 else min(top_k, len(logits)))
     kept = logits[ids].astype(np.float64)
     probs = softmax(kept)
     if top_p < 1.0:
@@ -90,6 +88,23 @@ def candidates(logits: np.ndarray, top_k: int, top_p: float, min_p: float) -> tu
         n = max(1, int(np.count_nonzero(probs >= min_p * probs[0])))
         ids, kept = ids[:n], kept[:n]
     return ids, kept
+
+
+def top_k_ids(logits: np.ndarray, k: int) -> np.ndarray:
+    """The ids of the k largest logits, best first.
+
+    np.argpartition over a 49k vocabulary takes ~0.5 ms, a tenth of a decode step of the
+    default model, so it runs on a short list: the least of k chunk maxima is a bound below
+    the k-th largest logit (k distinct logits reach it), and what reaches it holds the top k.
+    """
+    pool = np.arange(len(logits))
+    if k < len(logits):
+        chunk = len(logits) // k
+        if chunk > 1:
+            floor = logits[: k * chunk].reshape(k, chunk).max(axis=1).min()
+            pool = np.flatnonzero(logits >= floor)
+        pool = pool[np.argpartition(-logits[pool], k - 1)[:k]]
+    return pool[np.argsort(-logits[pool], kind="stable")]
 
 
 def softmax(x: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 import nanosmol
 from conftest import MICRO
 from nanosmol.generate import GenerationStats, generate_tokens
-from nanosmol.sampling import Sampler, SamplingParams, apply_openai_penalties, apply_repeat_penalty
+from nanosmol.sampling import Sampler, SamplingParams, apply_openai_penalties, apply_repeat_penalty, top_k_ids
 
 VOCAB = 50
 penalty = st.floats(-2, 2, allow_nan=False)
@@ -67,6 +67,17 @@ def test_greedy_choice_applies_every_penalty_in_llama_cpps_order(logits, prompt,
     expected = openai_reference(llama_cpp_reference(logits, history[-16:], repeat), generated, presence, frequency)
     choice = sampler(logits, history, generated)
     assert expected[choice] >= expected.max() - 1e-4  # the best, up to float32 rounding of a near-tie
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(logit_arrays, st.lists(st.integers(-3, 3), min_size=1, max_size=300).map(
+    lambda values: np.array(values, np.float32))), st.integers(1, 400))
+def test_top_k_ids_are_the_k_largest_best_first(logits, k):
+    """Against a full sort (small integer logits: many ties)."""
+    k = min(k, len(logits))
+    ids = top_k_ids(logits, k)
+    assert len(set(ids.tolist())) == len(ids) == k
+    assert np.array_equal(logits[ids], np.sort(logits)[::-1][:k])
 
 
 def test_the_penalties_do_not_touch_the_callers_logits():
