@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
@@ -25,6 +26,7 @@ from nanosmol.sampling import Sampler, SamplingParams
 # conversation's turns reuse most of it; 128 after, where prefill in blocks of 32 would run
 # ~30% slower than in blocks of 512 on the default model (blocks of 128: ~10%).
 REUSE_BLOCK, REUSE_BLOCK_FAR, FAR = 32, 128, 512
+T = TypeVar("T")
 
 
 def block_start(position: int) -> int:
@@ -80,9 +82,14 @@ class Model:
         self.n_threads = set_threads(n_threads)
         from nanosmol.model import Transformer  # imports the jitted kernels
 
+        def build() -> Transformer:
+            set_threads(self.n_threads)
+            transformer = Transformer(self.checkpoint, self.config, n_ctx=n_ctx, cache_types=cache_types)
+            transformer.warm_up()
+            return transformer
+
         with compile_progress():  # a cold cache: the kernels for this file's types compile here
-            self.transformer = Transformer(self.checkpoint, self.config, n_ctx=n_ctx, cache_types=cache_types)
-            self.transformer.warm_up()
+            self.transformer = on_a_passing_thread(build)
         timings["weights"] = time.perf_counter() - start
         self.load_timings = timings  # seconds: metadata parse, NaN scan, tokenizer build, weights and kernels
         self.n_ctx, self.cache_types = n_ctx, cache_types
@@ -260,6 +267,33 @@ class Model:
         bad = [i for i in ids if not 0 <= int(i) < vocab]
         if bad:
             raise ValueError(f"token id {bad[0]} is outside the vocabulary (0..{vocab - 1})")
+
+
+def on_a_passing_thread(fn: Callable[[], T]) -> T:
+    """fn() on a thread of its own that ends with it; its result, or its error raised here.
+
+    Numba's OpenMP layer starts a team of threads for every thread that runs parallel code,
+    and once there are more team threads than cores, GNU OpenMP's stop spinning between
+    parallel regions: each region then sleeps and wakes in the kernel (the default model:
+    ~360 times a token) and decode slows down. A thread that ends takes its team with it, so
+    loading here leaves none behind: the thread that generates (the caller's own, or a
+    server's worker) starts the only one, as in `nanosmol bench`.
+    """
+    outcome: list = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, fn()))
+        except BaseException as e:  # handed to the caller, as if fn had run there
+            outcome.append((False, e))
+
+    thread = threading.Thread(target=run, name="nanosmol-load", daemon=True)  # daemon: Ctrl-C need not wait
+    thread.start()
+    thread.join()
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value
 
 
 def set_threads(n_threads: int | None) -> int:
