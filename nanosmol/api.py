@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
@@ -26,6 +27,7 @@ from nanosmol.sampling import Sampler, SamplingParams
 # conversation's turns reuse most of it; 128 after, where prefill in blocks of 32 would run
 # ~30% slower than in blocks of 512 on the default model (blocks of 128: ~10%).
 REUSE_BLOCK, REUSE_BLOCK_FAR, FAR = 32, 128, 512
+T = TypeVar("T")
 
 
 def block_start(position: int) -> int:
@@ -81,10 +83,15 @@ class Model:
         self.n_threads = set_threads(n_threads)
         from nanosmol.model import Transformer  # imports the jitted kernels
 
+        def build() -> Transformer:
+            set_threads(self.n_threads)
+            transformer = Transformer(self.checkpoint, self.config, n_ctx=n_ctx, cache_types=cache_types)
+            transformer.warm_up(before_decode=decode_compiler.wait)
+            return transformer
+
         # A cold cache: the kernels for this file's types compile here, the decode step in a second process.
         with DecodeCompiler(self.path, cache_types) as decode_compiler, compile_progress(on_first=decode_compiler.start):
-            self.transformer = Transformer(self.checkpoint, self.config, n_ctx=n_ctx, cache_types=cache_types)
-            self.transformer.warm_up(before_decode=decode_compiler.wait)
+            self.transformer = on_a_passing_thread(build)
         timings["weights"] = time.perf_counter() - start
         self.load_timings = timings  # seconds: metadata parse, NaN scan, tokenizer build, weights and kernels
         self.n_ctx, self.cache_types = n_ctx, cache_types
@@ -120,17 +127,22 @@ class Model:
     def generate(self, prompt: str | Sequence[int], max_tokens: int = 256, temperature: float = 0.8,
                  top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05, repeat_penalty: float = 1.0,
                  repeat_last_n: int = 64, seed: int | None = None, stop: Sequence[str] = (),
-                 special: bool = False, should_stop: Callable[[], bool] | None = None) -> Iterator[str]:
+                 special: bool = False, should_stop: Callable[[], bool] | None = None,
+                 presence_penalty: float = 0.0, frequency_penalty: float = 0.0) -> Iterator[str]:
         """Continue the prompt as is (no chat template), streaming text pieces.
 
         should_stop() is asked before each forward pass: returning True (say, another thread's
         `event.is_set`) ends the generation within one step, with last_stats.stop_reason "cancelled".
+        Penalties: repeat_penalty is llama.cpp's (over the last repeat_last_n tokens, prompt
+        included); presence_penalty and frequency_penalty are OpenAI's (within [-2, 2], over the
+        tokens this call generated). chat() takes the same sampling settings.
         """
         ids = self.tokenize(prompt, special=special) if isinstance(prompt, str) else list(prompt)
         if not ids:
             raise ValueError("the prompt is empty: give at least one token")
         self._check_ids(ids)
-        params = SamplingParams(temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n, seed)
+        params = SamplingParams(temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n, seed,
+                                presence_penalty, frequency_penalty)
         self._on_this_thread()
         self.reset()
         self.last_stats = stats = GenerationStats()
@@ -257,6 +269,33 @@ class Model:
         bad = [i for i in ids if not 0 <= int(i) < vocab]
         if bad:
             raise ValueError(f"token id {bad[0]} is outside the vocabulary (0..{vocab - 1})")
+
+
+def on_a_passing_thread(fn: Callable[[], T]) -> T:
+    """fn() on a thread of its own that ends with it; its result, or its error raised here.
+
+    Numba's OpenMP layer starts a team of threads for every thread that runs parallel code,
+    and once there are more team threads than cores, GNU OpenMP's stop spinning between
+    parallel regions: each region then sleeps and wakes in the kernel (the default model:
+    ~360 times a token) and decode slows down. A thread that ends takes its team with it, so
+    loading here leaves none behind: the thread that generates (the caller's own, or a
+    server's worker) starts the only one, as in `nanosmol bench`.
+    """
+    outcome: list = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, fn()))
+        except BaseException as e:  # handed to the caller, as if fn had run there
+            outcome.append((False, e))
+
+    thread = threading.Thread(target=run, name="nanosmol-load", daemon=True)  # daemon: Ctrl-C need not wait
+    thread.start()
+    thread.join()
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value
 
 
 def set_threads(n_threads: int | None) -> int:

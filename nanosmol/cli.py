@@ -106,6 +106,10 @@ def sampling_options(f):
         click.option("--min-p", type=click.FloatRange(0, 1), default=0.05, show_default=True),
         click.option("--repeat-penalty", type=click.FloatRange(0, min_open=True), default=1.0, show_default=True),
         click.option("--repeat-last-n", type=click.IntRange(min=0), default=64, show_default=True),
+        click.option("--presence-penalty", type=click.FloatRange(-2, 2), default=0.0, show_default=True,
+                     help="OpenAI's: lower each token the answer already holds."),
+        click.option("--frequency-penalty", type=click.FloatRange(-2, 2), default=0.0, show_default=True,
+                     help="OpenAI's: lower each token by how often the answer holds it."),
         click.option("--seed", type=int, help="Same seed, same text."),
         click.option("--stop", multiple=True, help="Stop when this text appears (repeatable)."),
     ]
@@ -135,7 +139,7 @@ def load_model(model_path, n_ctx, n_threads, cache_type_k, cache_type_v):
 @sampling_options
 @click.option("--raw", is_flag=True, help="Feed the prompt as is, without the chat template.")
 def run(prompt, model_path, n_ctx, n_threads, verbose, cache_type_k, cache_type_v, max_tokens, temperature, top_k,
-        top_p, min_p, repeat_penalty, repeat_last_n, seed, stop, raw):
+        top_p, min_p, repeat_penalty, repeat_last_n, presence_penalty, frequency_penalty, seed, stop, raw):
     """Generate text from PROMPT, streaming it to stdout."""
     from nanosmol.chat import ChatTemplateError
     from nanosmol.finite import NonFiniteWeightsError
@@ -148,6 +152,7 @@ def run(prompt, model_path, n_ctx, n_threads, verbose, cache_type_k, cache_type_
     try:
         pieces = model.generate(text, max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                                 min_p=min_p, repeat_penalty=repeat_penalty, repeat_last_n=repeat_last_n,
+                                presence_penalty=presence_penalty, frequency_penalty=frequency_penalty,
                                 seed=seed, stop=stop, special=not raw)
     except ValueError as e:  # an empty prompt, bad sampling values
         fail("prompt", str(e))
@@ -271,7 +276,8 @@ CHAT_HELP = """commands: /reset (forget the conversation), /system TEXT, /think 
 @click.option("--hide-thinking", is_flag=True, help="Show only the answer, not the reasoning.")
 @click.option("--think-budget", type=click.IntRange(min=0), help="End the reasoning after N tokens.")
 def chat(model_path, n_ctx, n_threads, verbose, cache_type_k, cache_type_v, max_tokens, temperature, top_k, top_p,
-         min_p, repeat_penalty, repeat_last_n, seed, stop, system, think, hide_thinking, think_budget):
+         min_p, repeat_penalty, repeat_last_n, presence_penalty, frequency_penalty, seed, stop, system, think,
+         hide_thinking, think_budget):
     """Talk with the model. Reads user turns line by line from a pipe, too."""
     from nanosmol.chat import ChatSession, ChatTemplateError
     from nanosmol.finite import NonFiniteWeightsError
@@ -281,7 +287,8 @@ def chat(model_path, n_ctx, n_threads, verbose, cache_type_k, cache_type_v, max_
         print_load_time(model)
     session = ChatSession(model, system=system, think=think, think_budget=think_budget, max_tokens=max_tokens,
                           temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-                          repeat_penalty=repeat_penalty, repeat_last_n=repeat_last_n, seed=seed)
+                          repeat_penalty=repeat_penalty, repeat_last_n=repeat_last_n, seed=seed,
+                          presence_penalty=presence_penalty, frequency_penalty=frequency_penalty)
     interactive = sys.stdin.isatty()
     styled = sys.stdout.isatty()
     if interactive:

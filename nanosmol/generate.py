@@ -69,7 +69,7 @@ def generate_tokens(
     start = time.perf_counter()
     stats.stop_reason = "length"
     for _ in range(max_tokens):
-        token = sampler(logits, history)
+        token = sampler(logits, history, stats.tokens)
         if token in eog:
             stats.stop_reason = "eog"
             break

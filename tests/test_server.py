@@ -129,6 +129,23 @@ def test_seed_and_sampling_settings(smollm2):
     assert len(others | {a.choices[0].message.content}) > 1
 
 
+def test_presence_and_frequency_penalties_change_greedy_output_as_the_api_does(smollm2, model):
+    """Greedy, this model continues "1, 1, ..." with more of the same; penalized, it must not."""
+    ask = dict(model="SmolLM2-135M-Instruct.Q4_1", prompt="1, 1, 1, 1, 1, 1, 1, 1,", max_tokens=16, temperature=0)
+    completions = client(smollm2).completions
+    plain = completions.create(**ask).choices[0].text
+    assert plain.startswith(" 1, 1, 1, 1,")
+    penalized = completions.create(**ask, frequency_penalty=2.0).choices[0].text
+    api = "".join(model.generate(ask["prompt"], max_tokens=16, temperature=0, frequency_penalty=2.0, special=True))
+    assert penalized == api != plain
+
+    penalties = dict(presence_penalty=1.5, frequency_penalty=0.5)
+    streamed = chat(smollm2, messages=FRANCE, temperature=0, max_tokens=30, stream=True, **penalties)
+    text = "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
+    api = "".join(p.text for p in model.chat(FRANCE, max_tokens=30, temperature=0, **penalties))
+    assert text and text == api.lstrip()  # the chat endpoint takes them too, streamed, as the API does
+
+
 def test_completions_streamed_and_not(smollm2):
     c = client(smollm2).completions
     reply = c.create(model="SmolLM2-135M-Instruct.Q4_1", prompt="The capital of France is", max_tokens=3,
@@ -145,6 +162,34 @@ def test_models_and_health(smollm2):
     models = client(smollm2).models.list()
     assert [m.id for m in models.data] == ["SmolLM2-135M-Instruct.Q4_1"]
     assert smollm2.health()["status"] == "ok"
+
+
+def sleeps_outside_the_event_loop(pid: int) -> int:
+    """How often the server's threads but its main one (the event loop) slept in the kernel so
+    far: voluntary context switches, which a spinning thread does not make, however loaded the
+    machine is."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        if int(tid) != pid:
+            with open(f"/proc/{pid}/task/{tid}/status") as status:
+                total += sum(int(line.split(":")[1]) for line in status if line.startswith("voluntary_ctxt"))
+    return total
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts context switches in Linux's /proc")
+def test_decode_threads_do_not_sleep_between_parallel_regions(smollm2):
+    """The server decodes as `nanosmol bench` does: one team of OpenMP threads, which spin.
+
+    With a second team (the model loaded on one thread, generating on another), GNU OpenMP
+    stops spinning and every parallel region sleeps and wakes in the kernel: ~360 times a
+    token on this model, which cost the server up to half of bench's decode speed.
+    """
+    pid = smollm2.proc.pid
+    before = sleeps_outside_the_event_loop(pid)
+    reply = chat(smollm2, messages=[{"role": "user", "content": "Write a long story about a storm."}],
+                 max_tokens=96, temperature=0)
+    per_token = (sleeps_outside_the_event_loop(pid) - before) / reply.usage.completion_tokens
+    assert reply.usage.completion_tokens > 48 and per_token < 30
 
 
 # -- many clients, one model -------------------------------------------------------------------
@@ -230,7 +275,8 @@ CHAT = "/v1/chat/completions"
     ({"messages": FRANCE, "max_tokens": 100000}, "max_tokens"),
     ({"messages": FRANCE, "stream": "yes"}, "stream"),
     ({"messages": FRANCE, "n": 2}, "n"),
-    ({"messages": FRANCE, "presence_penalty": 0.5}, "presence_penalty"),
+    ({"messages": FRANCE, "presence_penalty": 2.5}, "presence_penalty"),  # outside OpenAI's [-2, 2]
+    ({"messages": FRANCE, "frequency_penalty": -2.1}, "frequency_penalty"),
     ({"messages": FRANCE, "tools": [{"type": "function"}]}, "tools"),
     ({"messages": [{"role": "user", "content": "word " * 2000}]}, "messages"),  # longer than -c 1024
 ])

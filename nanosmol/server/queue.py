@@ -4,8 +4,9 @@ Generation runs off the event loop, so the server keeps answering while a long a
 generated. Each job streams its events back to the loop; cancelling a job (its client left)
 frees its place in the queue at once, or stops its generation within one decoding step.
 The worker is a thread of its own (start_worker_thread), or whichever thread calls
-work_forever(). (Decoding on the main thread, with the event loop on another, ran faster
-while idle but fell to a few tokens/s once the loop served frequent requests.)
+work_forever(). It decodes as fast as `nanosmol bench` only if it runs the process's one team
+of OpenMP threads (see nanosmol.api.on_a_passing_thread): those spin between parallel regions,
+so on a machine whose cores are busy with other work they lose time to it, as bench's do.
 """
 
 from __future__ import annotations

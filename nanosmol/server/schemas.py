@@ -2,7 +2,7 @@
 
 Unknown fields are ignored (clients send many); known ones of the wrong type or out of range
 are a 400 naming the field, and so are the features nanosmol does not have (n > 1, logprobs,
-tools, penalties other than repeat_penalty) rather than being silently dropped.
+tools, logit_bias) rather than being silently dropped.
 """
 
 from __future__ import annotations
@@ -52,14 +52,14 @@ class Common(Strict):
     min_p: float | None = Field(None, ge=0, le=1)
     repeat_penalty: float | None = Field(None, gt=0)
     repeat_last_n: int | None = Field(None, ge=0)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
     seed: int | None = Field(None, ge=0, lt=2**63)
     stop: Union[str, list[str], None] = Field(None, max_length=16)
     stream: bool = False
     stream_options: StreamOptions | None = None
     # Asked for, but not done here: only their neutral values pass.
     n: int = 1
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
     logprobs: Union[bool, int, None] = None
     logit_bias: dict[str, float] | None = None
 
@@ -163,9 +163,6 @@ def completion_plan(data: dict) -> Plan:
 def _refuse_unsupported(request: Common) -> None:
     if request.n != 1:
         raise bad_request("n must be 1: one choice per request", param="n")
-    for name in ("presence_penalty", "frequency_penalty"):
-        if getattr(request, name) != 0:
-            raise bad_request(f"{name} is not supported; use repeat_penalty (llama.cpp's)", param=name)
     if request.logprobs:
         raise bad_request("logprobs are not supported", param="logprobs")
     if request.logit_bias:
@@ -182,5 +179,6 @@ def _include_usage(request: Common) -> bool:
 
 def _sampling(request: Common) -> dict[str, Any]:
     """The sampling settings given; the model's defaults (llama.cpp's) stand for the rest."""
-    names = ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "repeat_last_n", "seed")
+    names = ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "repeat_last_n", "seed", "presence_penalty",
+             "frequency_penalty")
     return {name: getattr(request, name) for name in names if getattr(request, name) is not None}
