@@ -21,6 +21,11 @@ from nanosmol.kv.types import CacheTypes
 SECOND_PROCESS_CTX = 64  # its context: the kernels' types do not depend on the size
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (macOS has no affinity call: all of them)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 class DecodeCompiler:
     """The second process, started by start() (once), waited for by wait(), killed on exit."""
 
@@ -29,7 +34,7 @@ class DecodeCompiler:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
-        if self.process is None and len(os.sched_getaffinity(0)) > 1:  # one core: it would only take turns
+        if self.process is None and usable_cores() > 1:  # one core: it would only take turns
             self.process = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                             stderr=subprocess.DEVNULL)
 
