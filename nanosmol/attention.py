@@ -2,8 +2,9 @@
 
 Decode (`attend`) never makes a float copy of the cache: quantized keys meet the query
 quantized to int8 in blocks of 32 (llama.cpp's Q8_0, as the matvecs take activations) in
-integer block dot products, float keys meet it in float lanes; each value row is decoded
-into a few registers' worth of floats and added in. Its jobs are (KV head, chunk of slots)
+integer block dot products; an f16 or f32 key row is converted once for the group's query
+heads, whose dot products then run in float lanes; each value row is decoded into a few
+registers' worth of floats and added in. Its jobs are (KV head, chunk of slots)
 pairs: every key and value row is read once per step for all the query heads of its group,
 and a deep cache spreads over the threads. Each chunk keeps its own softmax maximum and
 sum, merged at the end (flash-decoding).
@@ -21,10 +22,10 @@ import numpy as np
 from numba import njit, prange
 
 from nanosmol.layers import exp32
-from nanosmol.quants.blocks import Q4_0, Q8_0, row_values
+from nanosmol.quants.blocks import F16, Q4_0, Q8_0
 from nanosmol.quants.intdot import QuantizedVector, dequantize_row_block32, quantize_values, row_dots_block32
-from nanosmol.quants.kernels import row_dot_float
 from nanosmol.quants.specialize import ConstantTypes
+from nanosmol.quants.vecdot import store_f16, store_f32
 from nanosmol.simd import stack_lanes
 from nanosmol.workers import n_workers, parallel_map
 
@@ -42,7 +43,6 @@ class AttentionScratch(NamedTuple):
     """Decode's attention buffers, allocated once for up to `n_tokens` queries."""
 
     query: QuantizedVector  # the queries, int8 in blocks of 32 (for quantized keys)
-    scores: np.ndarray  # [n_tokens * n_head, n_ctx]: scores, then softmax weights, per query head
     partial: np.ndarray  # [n_tokens * n_head, chunks, head_dim]: each chunk's weighted value sum
     chunk_max: np.ndarray  # [n_tokens * n_head, chunks]: each chunk's largest score
     chunk_sum: np.ndarray  # [n_tokens * n_head, chunks]: each chunk's sum of weights
@@ -50,44 +50,48 @@ class AttentionScratch(NamedTuple):
     @classmethod
     def of(cls, n_tokens: int, n_head: int, head_dim: int, n_ctx: int) -> "AttentionScratch":
         rows, chunks = n_tokens * n_head, -(-n_ctx // CHUNK)
-        return cls(QuantizedVector.empty(rows * head_dim), np.zeros((rows, n_ctx), np.float32),
-                   np.zeros((rows, chunks, head_dim), np.float32), np.zeros((rows, chunks), np.float32),
-                   np.zeros((rows, chunks), np.float32))
-
-
-def is_quantized(cache_type: int) -> bool:
-    return cache_type in (Q8_0, Q4_0)
+        return cls(QuantizedVector.empty(rows * head_dim), np.zeros((rows, chunks, head_dim), np.float32),
+                   np.zeros((rows, chunks), np.float32), np.zeros((rows, chunks), np.float32))
 
 
 @njit(**INLINE)
-def key_score(k_type, key, q, query, at, head_dim, acc):
-    """key . (the query head at q[at:]): integer block dot products on the int8 query for q8_0
-    and q4_0 keys (into acc[0:16]), float lanes for f32 and f16 ones (acc[0:32])."""
+def key_score(k_type, cache, o, query, at, head_dim, acc):
+    """The quantized key at byte o of cache . the int8 query head at query[at:]: integer
+    block dot products (into acc[0:16])."""
     acc[:] = 0.0
-    if k_type == Q8_0:
-        row_dots_block32(Q8_0, key, query, head_dim, at, acc)
-        return acc[:16].sum()
-    if k_type == Q4_0:
-        row_dots_block32(Q4_0, key, query, head_dim, at, acc)
-        return acc[:16].sum()
-    row_dot_float(k_type, key, q[at : at + head_dim], acc)
-    return acc.sum()
+    row_dots_block32(k_type, cache, o, query, head_dim, at, acc)
+    return acc[:16].sum()
 
 
 @njit(**INLINE)
-def value_row(v_type, row, out):
-    """out = the cached row's values. Each quantized branch passes its type as a constant."""
-    if v_type == Q8_0:
-        dequantize_row_block32(Q8_0, row, out)
-    elif v_type == Q4_0:
-        dequantize_row_block32(Q4_0, row, out)
+def float_dot(key, heads, g):
+    """key . query head g of heads [group, head_dim]: vector FMAs and one reduction. (Indexed
+    from 0 by loop counters, so LLVM sees no negative index to wrap and loads vectors.)"""
+    total = np.float32(0.0)
+    for i in range(key.shape[0]):
+        total += key[i] * heads[g, i]
+    return total
+
+
+@njit(**INLINE)
+def value_row(cache_type, cache, o, out):
+    """out = the values of the cached row at byte o of cache (flat bytes). Each branch passes
+    its type as a constant."""
+    if cache_type == Q8_0:
+        dequantize_row_block32(Q8_0, cache, o, out)
+    elif cache_type == Q4_0:
+        dequantize_row_block32(Q4_0, cache, o, out)
+    elif cache_type == F16:
+        for b in range(out.shape[0] // 32):
+            store_f16(out, cache, o + 64 * b, 32 * b)
     else:
-        row_values(v_type, row, out)  # F32, F16
+        for b in range(out.shape[0] // 32):
+            store_f32(out, cache, o + 128 * b, 32 * b)
 
 
-@njit(**INLINE)
+@njit(**JIT)  # a function of its own: inlined into the parallel loop, the quantized path ran 15% slower
 def attend_chunk(q, query, k_cache, v_cache, k_type, v_type, slot_pos, q_pos, t, kv, c, n_filled, n_head, head_dim,
-                 scores, partial, chunk_max, chunk_sum):
+                 partial, chunk_max, chunk_sum):
     """Query token t's heads of KV head kv over the slots of chunk c: each head's chunk
     maximum, sum of weights and weighted value sum (see AttentionScratch).
 
@@ -96,34 +100,52 @@ def attend_chunk(q, query, k_cache, v_cache, k_type, v_type, slot_pos, q_pos, t,
     """
     group = n_head // k_cache.shape[0]
     first, last = c * CHUNK, min(n_filled, (c + 1) * CHUNK)
-    keys, values, flat = k_cache[kv], v_cache[kv], q.reshape(-1)
+    # Rows are read at byte offsets of flat views: a view per row would cost two atomic
+    # reference-count updates, more than the row's arithmetic.
+    keys, values, flat = k_cache.reshape(-1), v_cache.reshape(-1), q.reshape(-1)
+    k_bytes, v_bytes = k_cache.shape[2], v_cache.shape[2]
+    k_at, v_at = kv * k_cache.shape[1] * k_bytes, kv * v_cache.shape[1] * v_bytes  # KV head kv's slot 0
     scale = np.float32(1.0 / math.sqrt(head_dim))
-    j0 = t * n_head + kv * group  # the group's first query head
+    at = t * q.shape[1] + kv * group * head_dim  # the group's first query head in flat (and query)
     acc = stack_lanes()
-    for slot in range(first, last):  # each key row read once for the group's heads
-        seen = 0 <= slot_pos[slot] <= q_pos
-        for g in range(group):
-            at = t * q.shape[1] + (kv * group + g) * head_dim
-            scores[j0 + g, slot] = key_score(k_type, keys[slot], flat, query, at, head_dim, acc) * scale if seen \
-                else HIDDEN
-    for j in range(j0, j0 + group):
-        weights, top, total = scores[j, first:last], HIDDEN, np.float32(0.0)
-        for i in range(last - first):
-            top = max(top, weights[i])
-        for i in range(last - first):
-            weights[i] = exp32(weights[i] - top) if weights[i] > HIDDEN else np.float32(0.0)
-            total += weights[i]
-        chunk_max[j, c], chunk_sum[j, c] = top, total
-        partial[j, c, :] = 0.0
-    value = np.empty(head_dim, np.float32)
-    for slot in range(first, last):  # each value row decoded once for the group's heads
-        if scores[j0, slot] == 0.0:
+    row = np.empty(head_dim, np.float32)  # a key or value row in float32, decoded once for the group
+    weights = np.empty((group, last - first), np.float32)  # scores, then softmax weights
+    heads = flat[at : at + group * head_dim].copy().reshape(group, head_dim)  # the group's query heads
+    for k in range(last - first):  # each key row read once for the group's heads
+        slot = first + k
+        o = k_at + slot * k_bytes
+        if not 0 <= slot_pos[slot] <= q_pos:
+            for g in range(group):
+                weights[g, k] = HIDDEN
+        elif k_type == Q8_0 or k_type == Q4_0:
+            for g in range(group):
+                weights[g, k] = key_score(k_type, keys, o, query, at + g * head_dim, head_dim, acc) * scale
+        else:
+            value_row(k_type, keys, o, row)
+            for g in range(group):
+                weights[g, k] = float_dot(row, heads, g) * scale
+    j0 = t * n_head + kv * group  # the group's first query head
+    for g in range(group):
+        top, total = HIDDEN, np.float32(0.0)
+        for k in range(last - first):
+            top = max(top, weights[g, k])
+        for k in range(last - first):
+            e = exp32(weights[g, k] - top) if weights[g, k] > HIDDEN else np.float32(0.0)
+            weights[g, k] = e
+            total += e
+        chunk_max[j0 + g, c], chunk_sum[j0 + g, c] = top, total
+    mixed = np.zeros((group, head_dim), np.float32)
+    for k in range(last - first):  # each value row decoded once for the group's heads
+        if weights[0, k] == 0.0:
             continue  # unseen: exp32 gives a seen slot at least 1e-38
-        value_row(v_type, values[slot], value)
-        for j in range(j0, j0 + group):
-            w = scores[j, slot]
+        value_row(v_type, values, v_at + (first + k) * v_bytes, row)
+        for g in range(group):
+            w = weights[g, k]
             for i in range(head_dim):
-                partial[j, c, i] += w * value[i]
+                mixed[g, i] += w * row[i]
+    for g in range(group):
+        for i in range(head_dim):
+            partial[j0 + g, c, i] = mixed[g, i]
 
 
 @njit(**JIT)
@@ -138,19 +160,19 @@ def attend(q, k_cache, v_cache, k_type, v_type, slot_pos, q_pos, n_filled, n_hea
         quantize_values(q.reshape(-1), s.query, False)
     # Parallel regions take no tuples of arrays made here: the scratch goes in array by array.
     attend_chunks(q, s.query, k_cache, v_cache, k_type, v_type, slot_pos, q_pos, n_filled, n_head, head_dim,
-                  s.scores, s.partial, s.chunk_max, s.chunk_sum)
+                  s.partial, s.chunk_max, s.chunk_sum)
     return merge_chunks(s.partial, s.chunk_max, s.chunk_sum, (n_filled + CHUNK - 1) // CHUNK, n_head, head_dim, out)
 
 
 @njit(parallel=True, **JIT)
 def attend_chunks(q, query, k_cache, v_cache, k_type, v_type, slot_pos, q_pos, n_filled, n_head, head_dim,
-                  scores, partial, chunk_max, chunk_sum):
+                  partial, chunk_max, chunk_sum):
     """attend_chunk for every (query token, KV head, chunk of slots), spread over the threads."""
     n_kv, n_chunks = k_cache.shape[0], (n_filled + CHUNK - 1) // CHUNK
     for job in prange(q.shape[0] * n_kv * n_chunks):
         t, kv, c = job // (n_kv * n_chunks), job // n_chunks % n_kv, job % n_chunks
         attend_chunk(q, query, k_cache, v_cache, k_type, v_type, slot_pos, q_pos[t], t, kv, c, n_filled, n_head,
-                     head_dim, scores, partial, chunk_max, chunk_sum)
+                     head_dim, partial, chunk_max, chunk_sum)
 
 
 @njit(parallel=True, **JIT)
@@ -178,9 +200,10 @@ def merge_chunks(partial, chunk_max, chunk_sum, n_chunks, n_head, head_dim, out)
 @njit(nogil=True, **JIT)
 def decode_slots(cache_type, cache, first, last, out):
     """out[h, k] = the values of slot first + k of KV head h: one tile of the cache, in float32."""
+    flat, row_bytes = cache.reshape(-1), cache.shape[2]
     for h in range(cache.shape[0]):
         for slot in range(first, last):
-            value_row(cache_type, cache[h, slot], out[h, slot - first])
+            value_row(cache_type, flat, (h * cache.shape[1] + slot) * row_bytes, out[h, slot - first])
     return out
 
 

@@ -20,7 +20,8 @@ from nanosmol.quants.vecdot import (dot_bf16, dot_bf16_portable, dot_f16, dot_f1
                                     row_q6_k_by_tokens_portable, row_q8_0_by_tokens,
                                     row_q8_0_by_tokens_portable, row_q4_0_by_tokens, row_q4_0_by_tokens_portable,
                                     row_q4_1_by_tokens, row_q4_1_by_tokens_portable, row_q5_0_by_tokens,
-                                    row_q5_0_by_tokens_portable, row_q5_1_by_tokens, row_q5_1_by_tokens_portable)
+                                    row_q5_0_by_tokens_portable, row_q5_1_by_tokens, row_q5_1_by_tokens_portable, store_f16,
+                                    store_f16_portable, store_f32, store_f32_portable)
 
 Q4_0, Q4_1, Q5_0, Q5_1 = int(T.Q4_0), int(T.Q4_1), int(T.Q5_0), int(T.Q5_1)
 Q4_K, Q5_K, Q6_K, Q8_0 = int(T.Q4_K), int(T.Q5_K), int(T.Q6_K), int(T.Q8_0)
@@ -192,3 +193,30 @@ def test_float_dots_agree_with_portable_and_float64(qtype, n_blocks, seed, speci
     for lanes in acc:
         assert abs(lanes.astype(np.float64).sum() - expected) <= 1e-5 * (np.abs(W) @ np.abs(x)) + 1e-30
     np.testing.assert_allclose(acc[0], acc[1], rtol=1e-6, atol=1e-6 * float(np.abs(acc).max()))
+
+
+@njit(cache=True)
+def float_values_both_ways(qtype, row, o, n):
+    """The n float values of row from byte o, through the target's and the portable stores."""
+    out = np.zeros((2, n), np.float32)
+    for b in range(n // 32):
+        if qtype == F16:
+            store_f16(out[0], row, o + 64 * b, 32 * b)
+            store_f16_portable(out[1], row, o + 64 * b, 32 * b)
+        else:
+            store_f32(out[0], row, o + 128 * b, 32 * b)
+            store_f32_portable(out[1], row, o + 128 * b, 32 * b)
+    return out
+
+
+@settings(max_examples=30, deadline=None)
+@given(qtype=st.sampled_from([T.F32, T.F16]), n_blocks=st.integers(1, 4), skip=st.integers(0, 2),
+       seed=st.integers(0, 2**32 - 1))
+def test_float_stores_equal_the_values(qtype, n_blocks, skip, seed):
+    """The KV cache's f16 and f32 rows, read at a row's offset (attention reads rows so)."""
+    rows = random_blocks(qtype, skip + 1, n_blocks, np.random.default_rng(seed))
+    rows[skip].view(np.uint16)[:3] = [0x0001, 0x8000, 0x7BFF] if qtype == T.F16 else rows[skip].view(np.uint16)[:3]
+    out = float_values_both_ways(int(qtype), rows.reshape(-1), skip * rows.shape[1], 32 * n_blocks)
+    expected = dequantize(rows[skip][None, :], qtype).reshape(-1)
+    np.testing.assert_array_equal(out[0], expected)
+    np.testing.assert_array_equal(out[1], expected)

@@ -221,25 +221,25 @@ def block32_bytes(qtype):
 
 
 @njit(**INLINE)
-def row_dots_block32(qtype, row, v, n, at, acc):
+def row_dots_block32(qtype, row, o, v, n, at, acc):
     """Decode: Q8_0 (d, qs[32] int8) and Q4_0/Q4_1/Q5_0/Q5_1: one integer sum, one float scale
-    per 32-value block. (Prefill: row_by_tokens.)"""
+    per 32-value block, for the row at byte o of row. (Prefill: row_by_tokens.)"""
     nbytes = block32_bytes(qtype)
     for b in range(n // 32):
-        dot_block32(qtype, acc, row, nbytes * b, v, at + 32 * b, n)
+        dot_block32(qtype, acc, row, o + nbytes * b, v, at + 32 * b, n)
 
 
 @njit(**INLINE)
-def dequantize_row_block32(qtype, row, out):
-    """The values of a row of Q4_0/Q4_1/Q5_0/Q5_1 (or Q8_0) blocks, for BLAS tiles."""
+def dequantize_row_block32(qtype, row, o, out):
+    """The values of a row of Q4_0/Q4_1/Q5_0/Q5_1 (or Q8_0) blocks at byte o of row."""
     codes = stack_codes()
     if qtype == Q8_0:  # d, qs[32] int8: the bytes are the codes
         for b in range(out.shape[0] // 32):
-            store_scaled_int8(out, 32 * b, row, 34 * b + 2, f16(row, 34 * b), np.float32(0.0))
+            store_scaled_int8(out, 32 * b, row, o + 34 * b + 2, f16(row, o + 34 * b), np.float32(0.0))
         return
     nbytes = block32_bytes(qtype)
     for b in range(out.shape[0] // 32):
-        d, m = unpack_block32(qtype, row, nbytes * b, codes)
+        d, m = unpack_block32(qtype, row, o + nbytes * b, codes)
         store_scaled_codes(out, 32 * b, codes, 0, d, m)
 
 
@@ -366,15 +366,15 @@ def row_dots(qtype, row, v, n, at, tokens, acc):
     elif qtype == Q6_K:
         row_dots_q6_k(row, v, n, at, acc)
     elif qtype == Q8_0:
-        row_dots_block32(Q8_0, row, v, n, at, acc)
+        row_dots_block32(Q8_0, row, 0, v, n, at, acc)
     elif qtype == Q5_0:
-        row_dots_block32(Q5_0, row, v, n, at, acc)
+        row_dots_block32(Q5_0, row, 0, v, n, at, acc)
     elif qtype == Q4_1:
-        row_dots_block32(Q4_1, row, v, n, at, acc)
+        row_dots_block32(Q4_1, row, 0, v, n, at, acc)
     elif qtype == Q4_0:
-        row_dots_block32(Q4_0, row, v, n, at, acc)
+        row_dots_block32(Q4_0, row, 0, v, n, at, acc)
     elif qtype == Q5_1:
-        row_dots_block32(Q5_1, row, v, n, at, acc)
+        row_dots_block32(Q5_1, row, 0, v, n, at, acc)
     elif qtype == Q2_K:
         row_dots_low_k(Q2_K, row, v, n, at, tokens, acc)
     elif qtype == Q3_K:

@@ -145,15 +145,15 @@ def tokens_in_lanes(qtype, w, xq, n, out, whole, first, last, acc):
 def dequantize_row(qtype, row, out):
     """out = the row's values. Each 32-value type's branch passes it as a constant."""
     if qtype == Q8_0:
-        dequantize_row_block32(Q8_0, row, out)
+        dequantize_row_block32(Q8_0, row, 0, out)
     elif qtype == Q4_1:
-        dequantize_row_block32(Q4_1, row, out)
+        dequantize_row_block32(Q4_1, row, 0, out)
     elif qtype == Q5_0:
-        dequantize_row_block32(Q5_0, row, out)
+        dequantize_row_block32(Q5_0, row, 0, out)
     elif qtype == Q4_0:
-        dequantize_row_block32(Q4_0, row, out)
+        dequantize_row_block32(Q4_0, row, 0, out)
     elif qtype == Q5_1:
-        dequantize_row_block32(Q5_1, row, out)
+        dequantize_row_block32(Q5_1, row, 0, out)
     elif qtype == Q4_K:
         dequantize_row_k4(row, out, False)
     elif qtype == Q5_K:

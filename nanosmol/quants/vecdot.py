@@ -655,24 +655,27 @@ def _dot32(terms, portable: bool):
     return dot32
 
 
+def _float_values(blk: _Block, kind: str, byte_index):
+    """The 32 F32, F16 or BF16 values at row[byte_index] (array argument 1) as <32 x float>.
+    The halves convert 32 at a time (vcvtph2ps); bfloat16 is a float32's top half."""
+    b, f32x32 = blk.builder, ir.VectorType(ir.FloatType(), 32)
+    if kind == "F16":
+        return blk.halves(byte_index, 32)
+    if kind == "BF16":
+        bits = b.zext(blk.load(1, byte_index, ir.VectorType(I16, 32)), ir.VectorType(I32, 32))
+        return b.bitcast(b.shl(bits, _const(ir.VectorType(I32, 32), 16)), f32x32)
+    return b.bitcast(blk.load(1, byte_index, ir.VectorType(I32, 32)), f32x32)
+
+
 def _dot_float(kind: str, portable: bool):
     @intrinsic
     def dot_float(typingctx, acc, row, o, x, x_at):
-        """acc[0:32] += w * x[x_at : x_at + 32] for 32 weights at row[o]: F32, F16 or BF16 bytes.
-
-        The halves convert 32 at a time (vcvtph2ps); bfloat16 is a float32's top half.
-        """
+        """acc[0:32] += w * x[x_at : x_at + 32] for 32 weights at row[o]: F32, F16 or BF16 bytes."""
 
         def codegen(context, builder, signature, args):
             blk, b = _Block(context, builder, signature, args, portable), builder
             f32x32 = ir.VectorType(ir.FloatType(), 32)
-            if kind == "F16":
-                w = blk.halves(args[2], 32)
-            elif kind == "BF16":
-                bits = b.zext(blk.load(1, args[2], ir.VectorType(I16, 32)), ir.VectorType(I32, 32))
-                w = b.bitcast(b.shl(bits, _const(ir.VectorType(I32, 32), 16)), f32x32)
-            else:
-                w = b.bitcast(blk.load(1, args[2], ir.VectorType(I32, 32)), f32x32)
+            w = _float_values(blk, kind, args[2])
             acc_p = vector_at(context, b, signature.args[0], args[0], 0, f32x32)
             products = b.fmul(w, blk.load(3, args[4], f32x32), flags=["fast"])
             b.store(b.fadd(b.load(acc_p, align=4), products, flags=["fast"]), acc_p, align=4)
@@ -681,6 +684,24 @@ def _dot_float(kind: str, portable: bool):
         return types.none(acc, row, types.int64, x, types.int64), codegen
 
     return dot_float
+
+
+def _store_float(kind: str, portable: bool):
+    @intrinsic
+    def store_float(typingctx, out, row, o, out_at):
+        """out[out_at : out_at + 32] = the 32 F32 or F16 values at row[o] (bytes), converted
+        as dot_float converts them (a loop of table lookups would take one half at a time)."""
+
+        def codegen(context, builder, signature, args):
+            blk = _Block(context, builder, signature, args, portable)
+            f32x32 = ir.VectorType(ir.FloatType(), 32)
+            out_p = vector_at(context, builder, signature.args[0], args[0], args[3], f32x32)
+            builder.store(_float_values(blk, kind, args[2]), out_p, align=4)
+            return context.get_dummy_value()
+
+        return types.none(out, row, types.int64, types.int64), codegen
+
+    return store_float
 
 
 PREFILL_TOKENS = 8  # the activation blocks each prefill intrinsic takes per weight block
@@ -713,3 +734,5 @@ row_q5_1_by_tokens, row_q5_1_by_tokens_portable = _row32_by_tokens("Q5_1", 24), 
 dot_f32, dot_f32_portable = _dot_float("F32", False), _dot_float("F32", True)
 dot_f16, dot_f16_portable = _dot_float("F16", False), _dot_float("F16", True)
 dot_bf16, dot_bf16_portable = _dot_float("BF16", False), _dot_float("BF16", True)
+store_f32, store_f32_portable = _store_float("F32", False), _store_float("F32", True)
+store_f16, store_f16_portable = _store_float("F16", False), _store_float("F16", True)
