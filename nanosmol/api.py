@@ -86,6 +86,7 @@ class Model:
         def build() -> Transformer:
             set_threads(self.n_threads)
             transformer = Transformer(self.checkpoint, self.config, n_ctx=n_ctx, cache_types=cache_types)
+            Sampler(SamplingParams())(np.zeros(self.config.vocab_size, np.float32), [])  # while decode compiles
             transformer.warm_up(before_decode=decode_compiler.wait)
             return transformer
 

@@ -14,7 +14,10 @@ from hypothesis import strategies as st
 import nanosmol
 from conftest import MICRO
 from nanosmol.generate import GenerationStats, generate_tokens
-from nanosmol.sampling import Sampler, SamplingParams, apply_openai_penalties, apply_repeat_penalty, top_k_ids
+from hypothesis import assume
+
+from nanosmol.sampling import (Sampler, SamplingParams, apply_openai_penalties, apply_repeat_penalty, draw,
+                               kept_by_top_p_and_min_p, top_k_ids)
 
 VOCAB = 50
 penalty = st.floats(-2, 2, allow_nan=False)
@@ -78,6 +81,39 @@ def test_top_k_ids_are_the_k_largest_best_first(logits, k):
     ids = top_k_ids(logits, k)
     assert len(set(ids.tolist())) == len(ids) == k
     assert np.array_equal(logits[ids], np.sort(logits)[::-1][:k])
+
+
+def chain_reference(logits, top_k, top_p, min_p, temperature):
+    """llama.cpp's top-k, top-p, min-p and temperature in plain numpy: the candidates best
+    first, their probabilities, and how far each cut was from tipping (for assume)."""
+    ids = np.argsort(-logits.astype(np.float64), kind="stable")[: top_k if 0 < top_k < len(logits) else None]
+    kept = logits[ids].astype(np.float64)
+    probs = np.exp(kept - kept[0]) / np.exp(kept - kept[0]).sum()
+    margins = [1.0]
+    if top_p < 1.0:
+        margins.append(np.abs(np.cumsum(probs) - top_p).min())
+        n = int(np.searchsorted(np.cumsum(probs), top_p)) + 1
+        ids, kept, probs = ids[:n], kept[:n], probs[:n]
+    if min_p > 0.0:
+        margins.append(np.abs(probs / probs[0] - min_p).min())
+        n = max(1, int(np.count_nonzero(probs >= min_p * probs[0])))
+        ids, kept = ids[:n], kept[:n]
+    final = np.exp((kept - kept[0]) / temperature)
+    return ids, final / final.sum(), min(margins)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.floats(-20, 20, allow_nan=False, width=32), min_size=1, max_size=120).map(
+    lambda values: np.array(values, np.float32)), st.integers(0, 60), st.floats(0.05, 1.0), st.floats(0.0, 0.5),
+    st.floats(0.1, 2.0), st.floats(0.0, 1.0, exclude_max=True))
+def test_draw_picks_where_u_falls_in_the_chains_distribution(logits, top_k, top_p, min_p, temperature, u):
+    ids, probs, margin = chain_reference(logits, top_k, top_p, min_p, temperature)
+    cdf = np.cumsum(probs)
+    assume(margin > 1e-9 and np.abs(cdf - u).min() > 1e-9)  # not on an edge, where rounding decides
+    expected = ids[min(int(np.searchsorted(cdf, u, side="right")), len(ids) - 1)]
+    assert draw(logits, top_k, top_p, min_p, temperature, u) == expected
+    candidates = top_k_ids(logits, top_k if 0 < top_k < len(logits) else len(logits))
+    assert kept_by_top_p_and_min_p(logits, candidates, top_p, min_p) == len(ids)
 
 
 def test_the_penalties_do_not_touch_the_callers_logits():
