@@ -14,17 +14,14 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
 import socket
-import statistics
-import subprocess
 import sys
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from server_process import rss_mib, start_server
+
 TOPICS = ["the Moon", "bread", "rivers", "chess", "volcanoes", "owls", "trains", "tea", "glaciers", "music"]
 MALFORMED = [
     b'{"messages": [',  # bad JSON
@@ -34,19 +31,6 @@ MALFORMED = [
     b'{"messages": [{"role": "user", "content": "hi"}], "model": "gpt-9"}',  # unknown model (404)
     b'{"messages": [{"role": "user", "content": "' + b"x" * (2 << 20) + b'"}]}',  # too large (413)
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 class Client:
@@ -172,25 +156,13 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=25, help="per client")
     args = parser.parse_args()
 
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    command = [sys.executable, "-m", "nanosmol", "serve", "--port", str(port), "--max-queue", str(args.clients)]
-    server = subprocess.Popen(command + (["-m", args.model] if args.model else []), env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        server, port = start_server(["--max-queue", str(args.clients)] + (["-m", args.model] if args.model else []))
+    except RuntimeError as e:
+        print(e, file=sys.stderr)
+        return 1
     try:
         client = Client(port)
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                conn.request("GET", "/health")
-                if conn.getresponse().status == 200:
-                    break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    print("the server did not start:", server.stderr.read(), file=sys.stderr)
-                    return 1
-                time.sleep(0.2)
         single_client_decode(client, 16)  # warm up
         rss_before = rss_mib(server.pid)
         client_tps, server_tps = single_client_decode(client)
