@@ -11,6 +11,11 @@ sum, merged at the end (flash-decoding).
 
 Prefill (`attend_batch`) decodes the cache a tile of KEY_TILE slots at a time and runs BLAS
 on the tiles with an online softmax: no score matrix larger than a query block by a tile.
+
+Quantized caches hold keys and values rotated (nanosmol/kv/rotation.py), and keys less a
+shift per span of slots (nanosmol/kv/shift.py): both paths rotate the query alike before it
+meets them, add its product with each span's shift back to the span's scores, and turn the
+output back when the values are rotated.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit, prange
 
+from nanosmol.kv.rotation import rotate_rows, rotates
+from nanosmol.kv.shift import SPAN
 from nanosmol.layers import exp32
 from nanosmol.quants.blocks import F16, Q4_0, Q8_0
 from nanosmol.quants.intdot import QuantizedVector, dequantize_row_block32, quantize_values, row_dots_block32
@@ -42,7 +49,8 @@ HIDDEN = np.float32(-3.0e38)  # the score of a slot a query does not see: finite
 class AttentionScratch(NamedTuple):
     """Decode's attention buffers, allocated once for up to `n_tokens` queries."""
 
-    query: QuantizedVector  # the queries, int8 in blocks of 32 (for quantized keys)
+    rotated: np.ndarray  # [n_tokens, n_head * head_dim]: the queries rotated (for quantized keys)
+    query: QuantizedVector  # the rotated queries, int8 in blocks of 32 (for quantized keys)
     partial: np.ndarray  # [n_tokens * n_head, chunks, head_dim]: each chunk's weighted value sum
     chunk_max: np.ndarray  # [n_tokens * n_head, chunks]: each chunk's largest score
     chunk_sum: np.ndarray  # [n_tokens * n_head, chunks]: each chunk's sum of weights
@@ -50,7 +58,8 @@ class AttentionScratch(NamedTuple):
     @classmethod
     def of(cls, n_tokens: int, n_head: int, head_dim: int, n_ctx: int) -> "AttentionScratch":
         rows, chunks = n_tokens * n_head, -(-n_ctx // CHUNK)
-        return cls(QuantizedVector.empty(rows * head_dim), np.zeros((rows, chunks, head_dim), np.float32),
+        return cls(np.zeros((n_tokens, n_head * head_dim), np.float32), QuantizedVector.empty(rows * head_dim),
+                   np.zeros((rows, chunks, head_dim), np.float32),
                    np.zeros((rows, chunks), np.float32), np.zeros((rows, chunks), np.float32))
 
 
@@ -90,10 +99,11 @@ def value_row(cache_type, cache, o, out):
 
 
 @njit(**JIT)  # a function of its own: inlined into the parallel loop, the quantized path ran 15% slower
-def attend_chunk(q, query, k_cache, v_cache, k_type, v_type, slot_pos, q_pos, t, kv, c, n_filled, n_head, head_dim,
-                 partial, chunk_max, chunk_sum):
+def attend_chunk(q, query, k_cache, v_cache, k_type, v_type, k_shift, slot_pos, q_pos, t, kv, c, n_filled, n_head,
+                 head_dim, partial, chunk_max, chunk_sum):
     """Query token t's heads of KV head kv over the slots of chunk c: each head's chunk
-    maximum, sum of weights and weighted value sum (see AttentionScratch).
+    maximum, sum of weights and weighted value sum (see AttentionScratch). q: the float
+    queries (rotated for quantized keys), query: them in int8 (for quantized keys).
 
     A slot the query does not see scores HIDDEN and weighs 0: after the score loop, the
     loops over slots are branch-free selects that vectorize.
@@ -111,15 +121,23 @@ def attend_chunk(q, query, k_cache, v_cache, k_type, v_type, slot_pos, q_pos, t,
     row = np.empty(head_dim, np.float32)  # a key or value row in float32, decoded once for the group
     weights = np.empty((group, last - first), np.float32)  # scores, then softmax weights
     heads = flat[at : at + group * head_dim].copy().reshape(group, head_dim)  # the group's query heads
+    shifted = np.zeros(group, np.float32)  # each head's product with the key shift of the slot's span (q4_0)
+    span = -1
     for k in range(last - first):  # each key row read once for the group's heads
         slot = first + k
         o = k_at + slot * k_bytes
+        if rotates(k_type) and slot // SPAN != span:
+            span = slot // SPAN
+            shift = k_shift[kv, span]
+            for g in range(group):
+                shifted[g] = float_dot(shift, heads, g)
         if not 0 <= slot_pos[slot] <= q_pos:
             for g in range(group):
                 weights[g, k] = HIDDEN
         elif k_type == Q8_0 or k_type == Q4_0:
             for g in range(group):
-                weights[g, k] = key_score(k_type, keys, o, query, at + g * head_dim, head_dim, acc) * scale
+                score = key_score(k_type, keys, o, query, at + g * head_dim, head_dim, acc) + shifted[g]
+                weights[g, k] = score * scale
         else:
             value_row(k_type, keys, o, row)
             for g in range(group):
@@ -149,30 +167,42 @@ def attend_chunk(q, query, k_cache, v_cache, k_type, v_type, slot_pos, q_pos, t,
 
 
 @njit(**JIT)
-def attend(q, k_cache, v_cache, k_type, v_type, slot_pos, q_pos, n_filled, n_head, head_dim, out, s):
+def attend(q, k_cache, v_cache, k_type, v_type, k_shift, slot_pos, q_pos, n_filled, n_head, head_dim, out, s):
     """Causal grouped-query attention of a few queries (decode), over the ring of slots.
 
     q: [T, n_head * head_dim] at positions q_pos; out: same shape; k_cache, v_cache: one
-    layer's [n_kv, slots, row bytes] of types k_type, v_type; s: an AttentionScratch for at
-    least T queries. A query sees every filled slot whose position is not after its own.
+    layer's [n_kv, slots, row bytes] of types k_type, v_type; k_shift: its key shifts
+    [n_kv, spans, head_dim] (KeyShifts.vectors[layer]; read for quantized keys only); s: an
+    AttentionScratch for at least T queries. A query sees every filled slot whose position
+    is not after its own.
     """
-    if k_type == Q8_0 or k_type == Q4_0:
-        quantize_values(q.reshape(-1), s.query, False)
     # Parallel regions take no tuples of arrays made here: the scratch goes in array by array.
-    attend_chunks(q, s.query, k_cache, v_cache, k_type, v_type, slot_pos, q_pos, n_filled, n_head, head_dim,
-                  s.partial, s.chunk_max, s.chunk_sum)
-    return merge_chunks(s.partial, s.chunk_max, s.chunk_sum, (n_filled + CHUNK - 1) // CHUNK, n_head, head_dim, out)
+    if rotates(k_type):  # quantized keys, stored rotated: the query rotated alike, then in int8
+        rotated = s.rotated[: q.shape[0]]
+        rotated[:] = q
+        quantize_values(rotate_rows(rotated, head_dim).reshape(-1), s.query, False)
+        attend_chunks(rotated, s.query, k_cache, v_cache, k_type, v_type, k_shift, slot_pos, q_pos, n_filled, n_head,
+                      head_dim, s.partial, s.chunk_max, s.chunk_sum)
+    else:
+        if k_type == Q8_0:  # integer dot products with the query in int8
+            quantize_values(q.reshape(-1), s.query, False)
+        attend_chunks(q, s.query, k_cache, v_cache, k_type, v_type, k_shift, slot_pos, q_pos, n_filled, n_head,
+                      head_dim, s.partial, s.chunk_max, s.chunk_sum)
+    merge_chunks(s.partial, s.chunk_max, s.chunk_sum, (n_filled + CHUNK - 1) // CHUNK, n_head, head_dim, out)
+    if rotates(v_type):  # a weighted sum of rotated values: turned back
+        rotate_rows(out, head_dim)
+    return out
 
 
 @njit(parallel=True, **JIT)
-def attend_chunks(q, query, k_cache, v_cache, k_type, v_type, slot_pos, q_pos, n_filled, n_head, head_dim,
+def attend_chunks(q, query, k_cache, v_cache, k_type, v_type, k_shift, slot_pos, q_pos, n_filled, n_head, head_dim,
                   partial, chunk_max, chunk_sum):
     """attend_chunk for every (query token, KV head, chunk of slots), spread over the threads."""
     n_kv, n_chunks = k_cache.shape[0], (n_filled + CHUNK - 1) // CHUNK
     for job in prange(q.shape[0] * n_kv * n_chunks):
         t, kv, c = job // (n_kv * n_chunks), job // n_chunks % n_kv, job % n_chunks
-        attend_chunk(q, query, k_cache, v_cache, k_type, v_type, slot_pos, q_pos[t], t, kv, c, n_filled, n_head,
-                     head_dim, partial, chunk_max, chunk_sum)
+        attend_chunk(q, query, k_cache, v_cache, k_type, v_type, k_shift, slot_pos, q_pos[t], t, kv, c, n_filled,
+                     n_head, head_dim, partial, chunk_max, chunk_sum)
 
 
 @njit(parallel=True, **JIT)
@@ -207,7 +237,7 @@ def decode_slots(cache_type, cache, first, last, out):
     return out
 
 
-def attend_batch(q, k_cache, v_cache, k_type, v_type, slot_pos, q_pos, n_filled, n_head, head_dim, out):
+def attend_batch(q, k_cache, v_cache, k_type, v_type, k_shift, slot_pos, q_pos, n_filled, n_head, head_dim, out):
     """attend() for a prompt block, through BLAS: all heads of a block of queries at once,
     over the cache one tile of KEY_TILE slots at a time (an online softmax across tiles).
 
@@ -225,6 +255,8 @@ def attend_batch(q, k_cache, v_cache, k_type, v_type, slot_pos, q_pos, n_filled,
         # [kv head, (query, head in its group), head_dim]: one batched matmul for every head.
         queries = q[t0:t1].reshape(n, n_kv, group * head_dim).transpose(1, 0, 2).reshape(n_kv, n * group, head_dim)
         queries = queries * scale
+        if rotates(k_type):  # keys stored rotated: the queries alike
+            queries = rotate_rows(queries.reshape(-1, head_dim), head_dim).reshape(queries.shape)
         top = np.full((n_kv, n * group, 1), HIDDEN, np.float32)
         total = np.zeros((n_kv, n * group, 1), np.float32)
         mixed = np.zeros((n_kv, n * group, head_dim), np.float32)
@@ -237,6 +269,8 @@ def attend_batch(q, k_cache, v_cache, k_type, v_type, slot_pos, q_pos, n_filled,
                 continue
             m = last - first
             decode_slots(k_type, k_cache, first, last, keys)
+            if rotates(k_type):  # each slot's key shift back in
+                keys[:, :m] += k_shift[:, np.arange(first, last) // SPAN]
             decode_slots(v_type, v_cache, first, last, values)
             scores = np.matmul(queries, keys[:, :m].transpose(0, 2, 1)).reshape(n_kv, n, group, m)
             scores += np.where(hidden, HIDDEN, np.float32(0.0))[None, :, None, :]
@@ -249,6 +283,8 @@ def attend_batch(q, k_cache, v_cache, k_type, v_type, slot_pos, q_pos, n_filled,
             mixed = mixed * correction + np.matmul(scores, values[:, :m])
             top = new_top
         mixed /= total
+        if rotates(v_type):  # a weighted sum of rotated values: turned back
+            mixed = rotate_rows(mixed.reshape(-1, head_dim), head_dim).reshape(mixed.shape)
         out[t0:t1] = mixed.reshape(n_kv, n, group * head_dim).transpose(1, 0, 2).reshape(n, -1)
 
     size = len(q) if len(q) <= SERIAL_QUERIES else min(QUERY_BLOCK, -(-len(q) // n_workers()))

@@ -195,8 +195,8 @@ class Transformer:
     def _decode_layers(self, x, slots, positions, cos, sin) -> None:
         """The layers for one token x [1, n_embd], in one compiled call (decode_layers)."""
         c, cache = self.config, self.cache
-        self.decode_layers(x, self.stack, cache.k, cache.v, cache.slot_pos, slots, positions, cache.n_filled, cos, sin,
-                           c.rms_eps, c.n_head, c.head_dim, self.scratch)
+        self.decode_layers(x, self.stack, cache.k, cache.v, cache.shifts, cache.slot_pos, slots, positions,
+                           cache.n_filled, cos, sin, c.rms_eps, c.n_head, c.head_dim, self.scratch)
 
     def _prefill_layers(self, x, slots, positions, cos, sin) -> None:
         """The layers for a batch of tokens: the weights go through BLAS tile by tile.
@@ -214,8 +214,8 @@ class Transformer:
                 rope_inplace(q, c.n_head, c.head_dim, cos, sin)
                 rope_inplace(k, c.n_head_kv, c.head_dim, cos, sin)
             cache.store(il, k, v, slots)
-            attend_batch(q, cache.k[il], cache.v[il], cache.k_type, cache.v_type, cache.slot_pos, positions,
-                         cache.n_filled, c.n_head, c.head_dim, attn)
+            attend_batch(q, cache.k[il], cache.v[il], cache.k_type, cache.v_type, cache.shifts.vectors[il],
+                         cache.slot_pos, positions, cache.n_filled, c.n_head, c.head_dim, attn)
             x += layer.wo.matmul(attn)
             rmsnorm(x, layer.ffn_norm, c.rms_eps, h)
             gate, up = matmul_all([layer.w_gate, layer.w_up], h)
@@ -238,10 +238,10 @@ def decoder(role_types: tuple[int, ...], cache_types: tuple[int, int]):
 
     @njit(**DECODE)
     @named_for(role_types + cache_types)
-    def decode_layers_of_types(x, w, k_cache, v_cache, slot_pos, slots, positions, n_filled, cos, sin, eps, n_head,
-                               head_dim, s):
-        decode_layers(tq, tk, tv, to, tg, tu, td, x, w, k_cache, v_cache, k_type, v_type, slot_pos, slots, positions,
-                      n_filled, cos, sin, eps, n_head, head_dim, s)
+    def decode_layers_of_types(x, w, k_cache, v_cache, shifts, slot_pos, slots, positions, n_filled, cos, sin, eps,
+                               n_head, head_dim, s):
+        decode_layers(tq, tk, tv, to, tg, tu, td, x, w, k_cache, v_cache, k_type, v_type, shifts, slot_pos, slots,
+                      positions, n_filled, cos, sin, eps, n_head, head_dim, s)
 
     return decode_layers_of_types
 
@@ -253,8 +253,8 @@ def layer_type(role_type, per_layer):
 
 
 @njit(inline="always", **DECODE)
-def decode_layers(tq, tk, tv, to, tg, tu, td, x, w, k_cache, v_cache, k_type, v_type, slot_pos, slots, positions,
-                  n_filled, cos, sin, eps, n_head, head_dim, s):
+def decode_layers(tq, tk, tv, to, tg, tu, td, x, w, k_cache, v_cache, k_type, v_type, shifts, slot_pos, slots,
+                  positions, n_filled, cos, sin, eps, n_head, head_dim, s):
     """The layers of _prefill_layers for one token x [1, n_embd], compiled whole.
 
     A SmolLM2-135M step has under 10 ms; dispatching its 400 small ops from Python took a
@@ -271,9 +271,9 @@ def decode_layers(tq, tk, tv, to, tg, tu, td, x, w, k_cache, v_cache, k_type, v_
         if w.use_rope[il]:
             rope_inplace(s.q, n_head, head_dim, cos, sin)
             rope_inplace(s.k, n_head_kv, head_dim, cos, sin)
-        store_kv(k_cache[il], v_cache[il], k_type, v_type, s.k, s.v, slots, head_dim)
-        attend(s.q, k_cache[il], v_cache[il], k_type, v_type, slot_pos, positions, n_filled, n_head, head_dim, s.attn,
-               s.attention)
+        store_kv(k_cache[il], v_cache[il], k_type, v_type, s.k, s.v, slots, head_dim, shifts, il)
+        attend(s.q, k_cache[il], v_cache[il], k_type, v_type, shifts.vectors[il], slot_pos, positions, n_filled, n_head,
+               head_dim, s.attn, s.attention)
         matvec(layer_type(to, t[3]), w.wo[il], s.attn[0], quantize_vector(s.attn[0], s.xq), s.out[0])
         x += s.out
         rmsnorm(x, w.ffn_norm[il], eps, s.h)

@@ -3,7 +3,9 @@
 Slots fill in order; when all are taken, the oldest tokens after the first `n_keep` (an
 attention sink) are overwritten and generation goes on. Keys are stored after RoPE, so they
 keep the angles of their original positions; every slot remembers the position it holds.
-Each token's key and value of each KV head is one row of GGML blocks (kv/types.py).
+Each token's key and value of each KV head is one row of GGML blocks (kv/types.py); the
+quantized types hold the rows rotated (kv/rotation.py), keys less their span's shift
+(kv/shift.py), as attention expects them.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import numpy as np
 from numba import njit
 
 from nanosmol.kv.types import CACHE_TYPES, CacheTypes, row_bytes
+from nanosmol.kv.rotation import rotate_row, rotate_rows, rotates
 from nanosmol.kv.rows import quantize_row
+from nanosmol.kv.shift import SPAN, KeyShifts, fix_shifts
 from nanosmol.quants.specialize import ConstantTypes
 
 
@@ -31,11 +35,13 @@ class KVCache:
         self.k = lazy_bytes((n_layer, n_head_kv, n_ctx, row_bytes(types.k, head_dim)))
         self.v = lazy_bytes((n_layer, n_head_kv, n_ctx, row_bytes(types.v, head_dim)))
         self.slot_pos = np.full(n_ctx, -1, np.int64)  # position held by each slot, -1 = empty
+        self.shifts = KeyShifts.of(n_layer, n_head_kv, n_ctx, head_dim)  # used by quantized keys
         self.reset()
 
     def reset(self) -> None:
         self.n_seen = 0  # tokens stored since the reset; the next token's position
         self.slot_pos[:] = -1
+        self.shifts.reset()
 
     @property
     def n_filled(self) -> int:
@@ -64,10 +70,12 @@ class KVCache:
             raise ValueError("cannot truncate a cache that has wrapped around")
         self.slot_pos[n_tokens:] = -1
         self.n_seen = min(self.n_seen, n_tokens)
+        self.shifts.forget_from(self.n_seen)
 
     def store(self, layer: int, k: np.ndarray, v: np.ndarray, slots: np.ndarray) -> None:
         """Write rows k, v [T, n_kv * head_dim] of one layer into its cache slots."""
-        store_kv(self.k[layer], self.v[layer], self.k_type, self.v_type, k, v, slots, self.head_dim)
+        store_kv(self.k[layer], self.v[layer], self.k_type, self.v_type, k, v, slots, self.head_dim, self.shifts,
+                 layer)
 
 
 def lazy_bytes(shape: tuple[int, ...]) -> np.ndarray:
@@ -82,10 +90,34 @@ def lazy_bytes(shape: tuple[int, ...]) -> np.ndarray:
 
 
 @njit(nogil=True, cache=True, boundscheck=False, pipeline_class=ConstantTypes)  # no fastmath: the quantizers round as ggml's do
-def store_kv(k_cache, v_cache, k_type, v_type, k, v, slots, head_dim):
-    """Write rows k, v [T, n_kv * head_dim] into one layer's cache slots, in the cache's types."""
-    for h in range(k_cache.shape[0]):
-        for t in range(k.shape[0]):
-            s = slots[t]
-            quantize_row(k_type, k[t, h * head_dim : (h + 1) * head_dim], k_cache[h, s])
-            quantize_row(v_type, v[t, h * head_dim : (h + 1) * head_dim], v_cache[h, s])
+def store_kv(k_cache, v_cache, k_type, v_type, k, v, slots, head_dim, shifts, layer):
+    """Write rows k, v [T, n_kv * head_dim] into one layer's cache slots, in the cache's types.
+    Quantized keys go in rotated, less their span's shift (decided here: kv/shift.py);
+    quantized values rotated."""
+    row = np.empty(head_dim, np.float32)
+    if rotates(k_type):
+        keys = rotate_rows(k.copy(), head_dim)
+        fix_shifts(shifts, layer, keys, slots)
+        for h in range(k_cache.shape[0]):
+            for t in range(k.shape[0]):
+                s = slots[t]
+                row[:] = keys[t, h * head_dim : (h + 1) * head_dim] - shifts.vectors[layer, h, s // SPAN]
+                quantize_row(k_type, row, k_cache[h, s])
+    else:
+        for h in range(k_cache.shape[0]):
+            for t in range(k.shape[0]):
+                quantize_row(k_type, k[t, h * head_dim : (h + 1) * head_dim], k_cache[h, slots[t]])
+    for h in range(v_cache.shape[0]):
+        for t in range(v.shape[0]):
+            store_row(v_type, v[t, h * head_dim : (h + 1) * head_dim], v_cache[h, slots[t]], row)
+
+
+@njit(cache=True, boundscheck=False, inline="always")
+def store_row(cache_type, x, out, row):
+    """One head's row x into out in the cache type (rotated first if quantized); row: scratch of x's size."""
+    if rotates(cache_type):
+        row[:] = x
+        rotate_row(row, row.shape[0])
+        quantize_row(cache_type, row, out)
+    else:
+        quantize_row(cache_type, x, out)

@@ -4,6 +4,10 @@ F32, F16, Q8_0 and Q4_0: the KV cache stores each token's key and value rows thi
 (kv/cache.py), so attention reads them with the weights' block dot products and decoders.
 Bit-exact with ggml (and gguf-py's `gguf.quants.quantize`): these run without fastmath,
 whose reassociation and reciprocal tricks would move a rounding here and there.
+
+Q4_0 goes one step further in the cache (quantize_row): ggml's block is refined by
+alternating least-squares fits of its scale and codes while its squared error falls, so a
+cached row is never further from its values than ggml's; 16 levels leave room for that.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-from nanosmol.quants.blocks import F16, F32, Q4_0, Q8_0
+from nanosmol.quants.blocks import F16, F16_TO_F32, F32, Q4_0, Q8_0
 
 EXACT_INLINE = dict(cache=True, boundscheck=False, inline="always")
 
@@ -95,15 +99,65 @@ def quantize_q4_0(x, out, o):
         out[o + 2 + j] = np.uint8(low | (high << 4))
 
 
+REFINE_STEPS = 3  # least-squares refits of a Q4_0 block at most: later ones seldom help
+
+
+@njit(**EXACT_INLINE)
+def q4_0_code(out, o, j):
+    """Value j's code of the Q4_0 block at out[o], from -8 to 7."""
+    b = np.int64(out[o + 2 + j % 16])
+    return ((b >> 4) if j >= 16 else (b & 0xF)) - 8
+
+
+@njit(**EXACT_INLINE)
+def q4_0_nearest(x, d):
+    """The code nearest x / d within -8..7."""
+    return min(7, max(-8, np.int64(roundf(np.float32(x / d)))))
+
+
+@njit(**EXACT_INLINE)
+def refine_q4_0(x, out, o):
+    """The Q4_0 block at out[o] refined: the least-squares scale for its codes (as float16),
+    then the nearest codes for that scale, repeated while the squared error falls."""
+    d = F16_TO_F32[np.int64(out[o]) | (np.int64(out[o + 1]) << 8)]
+    error = 0.0
+    for j in range(32):
+        error += (x[j] - q4_0_code(out, o, j) * np.float64(d)) ** 2
+    for _ in range(REFINE_STEPS):
+        dot, norm = 0.0, 0.0
+        for j in range(32):
+            code = q4_0_code(out, o, j)
+            dot += np.float64(x[j]) * code
+            norm += code * code
+        if norm == 0 or dot == 0:
+            return
+        bits = f16_bits(np.float32(dot / norm))
+        fitted = F16_TO_F32[bits]
+        if fitted == 0 or not np.isfinite(fitted):
+            return
+        new_error = 0.0
+        for j in range(32):
+            new_error += (x[j] - q4_0_nearest(x[j], fitted) * np.float64(fitted)) ** 2
+        if not new_error < error:
+            return
+        error = new_error
+        put_u16(out, o, bits)
+        for j in range(16):
+            low, high = q4_0_nearest(x[j], fitted) + 8, q4_0_nearest(x[16 + j], fitted) + 8
+            out[o + 2 + j] = np.uint8(low | (high << 4))
+
+
 @njit(**EXACT_INLINE)
 def quantize_row(qtype, x, out):
-    """The row x (float32, a multiple of 32 values) into out (uint8, the row's bytes in qtype)."""
+    """The row x (float32, a multiple of 32 values) into out (uint8, the row's bytes in qtype):
+    ggml's blocks, Q4_0's refined (refine_q4_0)."""
     if qtype == Q8_0:
         for b in range(x.shape[0] // 32):
             quantize_q8_0(x[32 * b : 32 * b + 32], out, 34 * b)
     elif qtype == Q4_0:
         for b in range(x.shape[0] // 32):
             quantize_q4_0(x[32 * b : 32 * b + 32], out, 18 * b)
+            refine_q4_0(x[32 * b : 32 * b + 32], out, 18 * b)
     elif qtype == F16:
         for j in range(x.shape[0]):
             put_u16(out, 2 * j, f16_bits(x[j]))

@@ -14,6 +14,8 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T
 
 CACHE_TYPES = {"f32": int(T.F32), "f16": int(T.F16), "q8_0": int(T.Q8_0), "q4_0": int(T.Q4_0)}  # GGML type codes
 DEFAULT_CACHE_TYPE = "f16"
+ROTATED = ("q4_0",)  # stored rotated, keys less a shift per span (kv/rotation.py, kv/shift.py)
+SHIFT_SPAN = 256  # cache slots per key shift
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,8 @@ def row_bytes(cache_type: str, head_dim: int) -> int:
 
 
 def cache_bytes(n_layer: int, n_ctx: int, n_head_kv: int, head_dim: int, types: CacheTypes) -> int:
-    """The KV cache's size when every slot is filled."""
+    """The KV cache's size when every slot is filled: its rows, and the float32 key shift of
+    each span of SHIFT_SPAN slots where keys are quantized (1/256 of an f32 cache's keys)."""
     per_slot = row_bytes(types.k, head_dim) + row_bytes(types.v, head_dim)
-    return n_layer * n_head_kv * n_ctx * per_slot
+    shifts = n_layer * n_head_kv * n_ctx * head_dim * 4 // SHIFT_SPAN if types.k in ROTATED else 0
+    return n_layer * n_head_kv * n_ctx * per_slot + shifts
