@@ -12,8 +12,8 @@ sum, merged at the end (flash-decoding).
 Prefill (`attend_batch`) decodes the cache a tile of KEY_TILE slots at a time and runs BLAS
 on the tiles with an online softmax: no score matrix larger than a query block by a tile.
 
-Quantized caches hold keys and values rotated (nanosmol/kv/rotation.py), and keys less a
-shift per span of slots (nanosmol/kv/shift.py): both paths rotate the query alike before it
+q4_0 caches hold keys and values rotated (nanosmol/kv/rotation.py), and keys less a shift
+per span of slots (nanosmol/kv/shift.py): both paths rotate the query alike before it
 meets them, add its product with each span's shift back to the span's scores, and turn the
 output back when the values are rotated.
 """
@@ -49,8 +49,8 @@ HIDDEN = np.float32(-3.0e38)  # the score of a slot a query does not see: finite
 class AttentionScratch(NamedTuple):
     """Decode's attention buffers, allocated once for up to `n_tokens` queries."""
 
-    rotated: np.ndarray  # [n_tokens, n_head * head_dim]: the queries rotated (for quantized keys)
-    query: QuantizedVector  # the rotated queries, int8 in blocks of 32 (for quantized keys)
+    rotated: np.ndarray  # [n_tokens, n_head * head_dim]: the queries rotated (for q4_0 keys)
+    query: QuantizedVector  # the queries (rotated for q4_0), int8 in blocks of 32 (for q8_0 and q4_0 keys)
     partial: np.ndarray  # [n_tokens * n_head, chunks, head_dim]: each chunk's weighted value sum
     chunk_max: np.ndarray  # [n_tokens * n_head, chunks]: each chunk's largest score
     chunk_sum: np.ndarray  # [n_tokens * n_head, chunks]: each chunk's sum of weights
@@ -103,7 +103,7 @@ def attend_chunk(q, query, k_cache, v_cache, k_type, v_type, k_shift, slot_pos, 
                  head_dim, partial, chunk_max, chunk_sum):
     """Query token t's heads of KV head kv over the slots of chunk c: each head's chunk
     maximum, sum of weights and weighted value sum (see AttentionScratch). q: the float
-    queries (rotated for quantized keys), query: them in int8 (for quantized keys).
+    queries (rotated for q4_0 keys), query: them in int8 (for q8_0 and q4_0 keys).
 
     A slot the query does not see scores HIDDEN and weighs 0: after the score loop, the
     loops over slots are branch-free selects that vectorize.
@@ -172,12 +172,12 @@ def attend(q, k_cache, v_cache, k_type, v_type, k_shift, slot_pos, q_pos, n_fill
 
     q: [T, n_head * head_dim] at positions q_pos; out: same shape; k_cache, v_cache: one
     layer's [n_kv, slots, row bytes] of types k_type, v_type; k_shift: its key shifts
-    [n_kv, spans, head_dim] (KeyShifts.vectors[layer]; read for quantized keys only); s: an
+    [n_kv, spans, head_dim] (KeyShifts.vectors[layer]; read for q4_0 keys only); s: an
     AttentionScratch for at least T queries. A query sees every filled slot whose position
     is not after its own.
     """
     # Parallel regions take no tuples of arrays made here: the scratch goes in array by array.
-    if rotates(k_type):  # quantized keys, stored rotated: the query rotated alike, then in int8
+    if rotates(k_type):  # q4_0 keys, stored rotated: the query rotated alike, then in int8
         rotated = s.rotated[: q.shape[0]]
         rotated[:] = q
         quantize_values(rotate_rows(rotated, head_dim).reshape(-1), s.query, False)

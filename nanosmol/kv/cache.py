@@ -3,9 +3,9 @@
 Slots fill in order; when all are taken, the oldest tokens after the first `n_keep` (an
 attention sink) are overwritten and generation goes on. Keys are stored after RoPE, so they
 keep the angles of their original positions; every slot remembers the position it holds.
-Each token's key and value of each KV head is one row of GGML blocks (kv/types.py); the
-quantized types hold the rows rotated (kv/rotation.py), keys less their span's shift
-(kv/shift.py), as attention expects them.
+Each token's key and value of each KV head is one row of GGML blocks (kv/types.py); q4_0
+holds the rows rotated (kv/rotation.py), keys less their span's shift (kv/shift.py), as
+attention expects them.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class KVCache:
         self.k = lazy_bytes((n_layer, n_head_kv, n_ctx, row_bytes(types.k, head_dim)))
         self.v = lazy_bytes((n_layer, n_head_kv, n_ctx, row_bytes(types.v, head_dim)))
         self.slot_pos = np.full(n_ctx, -1, np.int64)  # position held by each slot, -1 = empty
-        self.shifts = KeyShifts.of(n_layer, n_head_kv, n_ctx, head_dim)  # used by quantized keys
+        self.shifts = KeyShifts.of(n_layer, n_head_kv, n_ctx, head_dim)  # used by q4_0 keys
         self.reset()
 
     def reset(self) -> None:
@@ -92,8 +92,8 @@ def lazy_bytes(shape: tuple[int, ...]) -> np.ndarray:
 @njit(nogil=True, cache=True, boundscheck=False, pipeline_class=ConstantTypes)  # no fastmath: the quantizers round as ggml's do
 def store_kv(k_cache, v_cache, k_type, v_type, k, v, slots, head_dim, shifts, layer):
     """Write rows k, v [T, n_kv * head_dim] into one layer's cache slots, in the cache's types.
-    Quantized keys go in rotated, less their span's shift (decided here: kv/shift.py);
-    quantized values rotated."""
+    q4_0 keys go in rotated, less their span's shift (decided here: kv/shift.py); q4_0 values
+    rotated."""
     row = np.empty(head_dim, np.float32)
     if rotates(k_type):
         keys = rotate_rows(k.copy(), head_dim)
@@ -114,7 +114,7 @@ def store_kv(k_cache, v_cache, k_type, v_type, k, v, slots, head_dim, shifts, la
 
 @njit(cache=True, boundscheck=False, inline="always")
 def store_row(cache_type, x, out, row):
-    """One head's row x into out in the cache type (rotated first if quantized); row: scratch of x's size."""
+    """One head's row x into out in the cache type (rotated first for q4_0); row: scratch of x's size."""
     if rotates(cache_type):
         row[:] = x
         rotate_row(row, row.shape[0])
