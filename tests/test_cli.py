@@ -213,7 +213,8 @@ def test_inspect_reports_the_memory_of_each_cache_type():
     m, h = report["memory"], report["hyperparameters"]
     per_layer_slot = h["kv_heads"] * h["head_dim"] // 32  # blocks of 32 values
     assert m["kv_cache"] == h["layers"] * 1024 * per_layer_slot * (34 + 18)
-    assert m["kv_cache_by_type"] == {t: h["layers"] * 1024 * per_layer_slot * 2 * b
+    shifts = h["layers"] * h["kv_heads"] * (1024 // 256) * h["head_dim"] * 4  # q4_0 keys' (kv/shift.py)
+    assert m["kv_cache_by_type"] == {t: h["layers"] * 1024 * per_layer_slot * 2 * b + (shifts if t == "q4_0" else 0)
                                      for t, b in (("f32", 128), ("f16", 64), ("q8_0", 34), ("q4_0", 18))}
     assert m["total"] == m["weights"] + m["kv_cache"] + m["scratch"]
     text = invoke("inspect-gguf", MICRO / "micro-llama-Q8_0.gguf", "--ctx", "1024", "--cache-type-v", "q4_0").output
