@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -90,17 +91,19 @@ def test_chat_streams_stops_survives_reload_and_shows_html_as_text(server, brows
 
 
 def test_answers_are_rendered_as_markdown(server, browser):
-    page = browser.new_page()
-    page.goto(server.url + "/")
     answer = "**bold** and a table:\n\n| a | b |\n|---|---|\n| *1* | 2 |\n\n```\ncode <b>x</b>\n```"
     stored = [{"id": "1", "title": "md", "messages": [{"role": "user", "content": "show me"},
                                                      {"role": "assistant", "content": answer}]}]
-    page.evaluate("([key, stored]) => { localStorage.setItem('nanosmol.apiKey', key);"
-                  " localStorage.setItem('nanosmol.conversations', JSON.stringify(stored)); }", [KEY, stored])
-    page.reload()
+    # The key and a conversation in localStorage before the page's script runs, as a returning
+    # user has them: no 401 and key prompt racing a reload.
+    context = browser.new_context()
+    context.add_init_script(f"localStorage.setItem('nanosmol.apiKey', {json.dumps(KEY)});"
+                            f" localStorage.setItem('nanosmol.conversations', {json.dumps(json.dumps(stored))});")
+    page = context.new_page()
+    page.goto(server.url + "/")
     content = page.locator(".message.assistant .content")
     expect(content.locator("strong")).to_have_text("bold")
     expect(content.locator("table td em")).to_have_text("1")
     expect(content.locator("pre code")).to_have_text("code <b>x</b>\n")
     assert content.locator("b").count() == 0
-    page.close()
+    context.close()

@@ -4,7 +4,8 @@
     PYTHONPATH=. python tools/fuzz_gguf.py --case 1234        # replay one case, with its traceback
 
 Each worker process takes case numbers one at a time; a case that takes longer than
---timeout seconds is a hang: the worker is killed and a fresh one takes the next case.
+--timeout seconds is a hang: the worker is killed and a fresh one takes the next case; a
+worker that dies in a case (a segfault in a kernel, say) is a crash, and replaced too.
 A case may raise the worker's peak RSS by at most --memory-factor times the file size
 plus a constant (the CI test bounds tracemalloc's count the same way). Prints the count of each
 outcome, every violation with its case number, and the distinct error messages.
@@ -111,13 +112,19 @@ def fuzz(start: int, count: int, jobs: int, timeout: float, memory_factor: float
             if w.case is None:
                 continue
             if w.conn.poll(0.05):
-                case, outcome, detail, error = w.conn.recv()
+                try:
+                    case, outcome, detail, error = w.conn.recv()
+                except (EOFError, OSError):  # the worker died mid-case (a crash, or killed from outside)
+                    w.process.join()
+                    case, outcome, detail, error = w.case, "CRASH", f"worker died, exit code {w.process.exitcode}", None
+                    workers[i] = Worker(memory_factor)
                 outcomes[outcome] += 1
                 if error:
                     messages[normalized(error)] += 1
-                if outcome == "VIOLATION":
+                if outcome in ("VIOLATION", "CRASH"):
                     violations.append((case, detail))
                     print(f"case {case}: {detail}", file=sys.stderr)  # now, not only at the end
+                w = workers[i]
                 w.case = None
             elif time.monotonic() - w.started > timeout:
                 outcomes["HANG"] += 1

@@ -49,14 +49,18 @@ def chat_body(i: int, stream: bool, max_tokens: int = 48) -> bytes:
                        "seed": i}).encode()
 
 
+def events(response):
+    """The JSON events of a server-sent event stream, up to `data: [DONE]`."""
+    for raw in response:
+        line = raw.decode().strip()
+        if line.startswith("data: ") and line != "data: [DONE]":
+            yield json.loads(line[6:])
+
+
 def read_stream(response, stop_after: int | None = None):
     """(seconds to the first content, content chunks, completion tokens from usage or None)."""
     start, first, chunks, tokens = time.perf_counter(), None, 0, None
-    for raw in response:
-        line = raw.decode().strip()
-        if not line.startswith("data: ") or line == "data: [DONE]":
-            continue
-        event = json.loads(line[6:])
+    for event in events(response):
         if event.get("choices") and event["choices"][0]["delta"].get("content"):
             first = first if first is not None else time.perf_counter() - start
             chunks += 1
@@ -135,11 +139,7 @@ def single_client_decode(client: Client, n: int = 128) -> tuple[float, float]:
     conn, response = client.post(body)
     first = last = None
     server_tps, tokens = 0.0, 0
-    for raw in response:
-        line = raw.decode().strip()
-        if not line.startswith("data: ") or line == "data: [DONE]":
-            continue
-        event = json.loads(line[6:])
+    for event in events(response):
         if event.get("choices") and event["choices"][0]["delta"].get("content"):
             last = time.perf_counter()
             first = first or last

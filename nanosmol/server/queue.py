@@ -25,9 +25,11 @@ Work = Callable[[Callable[[Any], None], Callable[[], bool]], Any]
 
 
 # The worker hands items to the event loop at most this often (the first one at once). Each
-# hand-off wakes the loop, which then takes the GIL and a core from the decoding threads:
-# one per token cost the server a good part of its decode speed on two cores.
-HAND_OFF_SECONDS = 0.04
+# hand-off wakes the loop and then the client, and on two cores each wake-up preempts a
+# decoding thread, stalling the other at its next barrier: measured with the default model
+# (tools/bench_server.py), a hand-off every 40 ms decoded at 0.85-0.88x bench, every 100 ms
+# at 0.93-1.02x. Ten updates a second still read as a stream.
+HAND_OFF_SECONDS = 0.1
 
 
 class QueueFull(Exception):
