@@ -19,7 +19,8 @@ from numba.extending import intrinsic
 
 from nanosmol.quants.blocks import F16, F16_TO_F32, F32, Q4_0, Q8_0
 
-EXACT_INLINE = dict(cache=True, boundscheck=False, inline="always")
+EXACT = dict(cache=True, boundscheck=False)
+EXACT_INLINE = dict(EXACT, inline="always")
 
 
 @intrinsic
@@ -83,7 +84,7 @@ def quantize_q8_0(x, out, o):
         out[o + 2 + j] = np.uint8(np.int64(roundf(np.float32(x[j] * inverse))) & 0xFF)
 
 
-@njit(**EXACT_INLINE)
+@njit(**EXACT)
 def quantize_q4_0(x, out, o):
     """One Q4_0 block (d f16, qs[16]: value j in the low nibble of byte j, 16 + j in its high) at out[o]."""
     amax, extreme = abs(x[0]), x[0]
@@ -102,20 +103,20 @@ def quantize_q4_0(x, out, o):
 REFINE_STEPS = 3  # least-squares refits of a Q4_0 block at most: later ones seldom help
 
 
-@njit(**EXACT_INLINE)
+@njit(**EXACT)
 def q4_0_code(out, o, j):
     """Value j's code of the Q4_0 block at out[o], from -8 to 7."""
     b = np.int64(out[o + 2 + j % 16])
     return ((b >> 4) if j >= 16 else (b & 0xF)) - 8
 
 
-@njit(**EXACT_INLINE)
+@njit(**EXACT)
 def q4_0_nearest(x, d):
     """The code nearest x / d within -8..7."""
     return min(7, max(-8, np.int64(roundf(np.float32(x / d)))))
 
 
-@njit(**EXACT_INLINE)
+@njit(**EXACT)
 def refine_q4_0(x, out, o):
     """The Q4_0 block at out[o] refined: the least-squares scale for its codes (as float16),
     then the nearest codes for that scale, repeated while the squared error falls."""
