@@ -19,6 +19,8 @@ from numba.extending import intrinsic
 
 from nanosmol.quants.blocks import F16, F16_TO_F32, F32, Q4_0, Q8_0
 
+# Small helpers inline; the Q4_0 quantizer and its refinement are called: inlined, store_kv
+# carried a copy per call site for every cache type (15 s of a cold start).
 EXACT = dict(cache=True, boundscheck=False)
 EXACT_INLINE = dict(EXACT, inline="always")
 
