@@ -20,6 +20,7 @@ from __future__ import annotations
 from numba.core import ir, types
 from numba.core.compiler import CompilerBase, DefaultPassBuilder
 from numba.core.compiler_machinery import FunctionPass, register_pass
+from numba.core.ir_utils import build_definitions
 from numba.core.untyped_passes import IRProcessing
 
 
@@ -41,6 +42,8 @@ class LiteralArgumentsAsConstants(FunctionPass):
                     if isinstance(arg_type, types.IntegerLiteral):
                         stmt.value = ir.Const(arg_type.literal_value, stmt.value.loc)
                         changed = True
+        if changed:  # pruning looks values up in the definitions: they must show the constants
+            state.func_ir._definitions = build_definitions(state.func_ir.blocks)
         return changed
 
 
