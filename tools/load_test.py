@@ -50,7 +50,7 @@ def chat_body(i: int, stream: bool, max_tokens: int = 48) -> bytes:
 
 
 def events(response):
-    """The JSON events of a server-sent event stream, up to `data: [DONE]`."""
+    """The JSON events of a server-sent event stream (its closing `data: [DONE]` left out)."""
     for raw in response:
         line = raw.decode().strip()
         if line.startswith("data: ") and line != "data: [DONE]":
