@@ -21,6 +21,7 @@ output back when the values are rotated.
 from __future__ import annotations
 
 import math
+from functools import cache
 from typing import NamedTuple
 
 import numpy as np
@@ -31,7 +32,7 @@ from nanosmol.kv.shift import SPAN
 from nanosmol.layers import exp32
 from nanosmol.quants.blocks import F16, Q4_0, Q8_0
 from nanosmol.quants.intdot import QuantizedVector, dequantize_row_block32, quantize_values, row_dots_block32
-from nanosmol.quants.specialize import ConstantTypes
+from nanosmol.quants.specialize import ConstantTypes, named_for
 from nanosmol.quants.vecdot import store_f16, store_f32
 from nanosmol.simd import stack_lanes
 from nanosmol.workers import n_workers, parallel_map
@@ -237,6 +238,18 @@ def decode_slots(cache_type, cache, first, last, out):
     return out
 
 
+@cache
+def decode_slots_of_type(cache_type: int):
+    """decode_slots for Python's calls (prefill), compiled for this cache type alone."""
+
+    @njit(cache=True, nogil=True)
+    @named_for((cache_type,))
+    def decode_slots_of_type(cache, first, last, out):
+        return decode_slots(cache_type, cache, first, last, out)
+
+    return decode_slots_of_type
+
+
 def attend_batch(q, k_cache, v_cache, k_type, v_type, k_shift, slot_pos, q_pos, n_filled, n_head, head_dim, out):
     """attend() for a prompt block, through BLAS: all heads of a block of queries at once,
     over the cache one tile of KEY_TILE slots at a time (an online softmax across tiles).
@@ -248,6 +261,7 @@ def attend_batch(q, k_cache, v_cache, k_type, v_type, k_shift, slot_pos, q_pos, 
     n_kv = k_cache.shape[0]
     group = n_head // n_kv
     scale = np.float32(1.0 / math.sqrt(head_dim))
+    decode_keys, decode_values = decode_slots_of_type(k_type), decode_slots_of_type(v_type)
 
     def block(t0):
         t1 = min(t0 + size, len(q))
@@ -268,10 +282,10 @@ def attend_batch(q, k_cache, v_cache, k_type, v_type, k_shift, slot_pos, q_pos, 
             if hidden.all():
                 continue
             m = last - first
-            decode_slots(k_type, k_cache, first, last, keys)
+            decode_keys(k_cache, first, last, keys)
             if rotates(k_type):  # each slot's key shift back in
                 keys[:, :m] += k_shift[:, np.arange(first, last) // SPAN]
-            decode_slots(v_type, v_cache, first, last, values)
+            decode_values(v_cache, first, last, values)
             scores = np.matmul(queries, keys[:, :m].transpose(0, 2, 1)).reshape(n_kv, n, group, m)
             scores += np.where(hidden, HIDDEN, np.float32(0.0))[None, :, None, :]
             scores = scores.reshape(n_kv, n * group, m)

@@ -11,15 +11,16 @@ attention expects them.
 from __future__ import annotations
 
 import mmap
+from functools import cache
 
 import numpy as np
 from numba import njit
 
 from nanosmol.kv.types import CACHE_TYPES, CacheTypes, row_bytes
-from nanosmol.kv.rotation import rotate_row, rotate_rows, rotates
+from nanosmol.kv.rotation import rotate_rows, rotates
 from nanosmol.kv.rows import quantize_row
 from nanosmol.kv.shift import SPAN, KeyShifts, fix_shifts
-from nanosmol.quants.specialize import ConstantTypes
+from nanosmol.quants.specialize import ConstantTypes, named_for
 
 
 class KVCache:
@@ -31,6 +32,7 @@ class KVCache:
             raise ValueError(f"head size {head_dim} is not a multiple of 32, as the KV cache's blocks need")
         self.n_ctx, self.n_keep, self.head_dim, self.types = n_ctx, n_keep, head_dim, types
         self.k_type, self.v_type = CACHE_TYPES[types.k], CACHE_TYPES[types.v]
+        self._store = store_kv_of_types(self.k_type, self.v_type)
         # [layer, kv head, slot, row bytes]: each head's keys contiguous for the attention loop.
         self.k = lazy_bytes((n_layer, n_head_kv, n_ctx, row_bytes(types.k, head_dim)))
         self.v = lazy_bytes((n_layer, n_head_kv, n_ctx, row_bytes(types.v, head_dim)))
@@ -74,8 +76,7 @@ class KVCache:
 
     def store(self, layer: int, k: np.ndarray, v: np.ndarray, slots: np.ndarray) -> None:
         """Write rows k, v [T, n_kv * head_dim] of one layer into its cache slots."""
-        store_kv(self.k[layer], self.v[layer], self.k_type, self.v_type, k, v, slots, self.head_dim, self.shifts,
-                 layer)
+        self._store(self.k[layer], self.v[layer], k, v, slots, self.head_dim, self.shifts, layer)
 
 
 def lazy_bytes(shape: tuple[int, ...]) -> np.ndarray:
@@ -89,35 +90,44 @@ def lazy_bytes(shape: tuple[int, ...]) -> np.ndarray:
     return np.frombuffer(mmap.mmap(-1, max(n_bytes, 1)), np.uint8, count=n_bytes).reshape(shape)
 
 
-@njit(nogil=True, cache=True, boundscheck=False, pipeline_class=ConstantTypes)  # no fastmath: the quantizers round as ggml's do
+# No fastmath here: the quantizers round as ggml's do.
+@njit(nogil=True, cache=True, boundscheck=False, pipeline_class=ConstantTypes)
 def store_kv(k_cache, v_cache, k_type, v_type, k, v, slots, head_dim, shifts, layer):
     """Write rows k, v [T, n_kv * head_dim] into one layer's cache slots, in the cache's types.
     q4_0 keys go in rotated, less their span's shift (decided here: kv/shift.py); q4_0 values
     rotated."""
-    row = np.empty(head_dim, np.float32)
     if rotates(k_type):
         keys = rotate_rows(k.copy(), head_dim)
         fix_shifts(shifts, layer, keys, slots)
-        for h in range(k_cache.shape[0]):
-            for t in range(k.shape[0]):
-                s = slots[t]
-                row[:] = keys[t, h * head_dim : (h + 1) * head_dim] - shifts.vectors[layer, h, s // SPAN]
-                quantize_row(k_type, row, k_cache[h, s])
+        for t in range(keys.shape[0]):
+            for h in range(k_cache.shape[0]):
+                keys[t, h * head_dim : (h + 1) * head_dim] -= shifts.vectors[layer, h, slots[t] // SPAN]
+        store_rows(k_type, keys, k_cache, slots, head_dim)
     else:
-        for h in range(k_cache.shape[0]):
-            for t in range(k.shape[0]):
-                quantize_row(k_type, k[t, h * head_dim : (h + 1) * head_dim], k_cache[h, slots[t]])
-    for h in range(v_cache.shape[0]):
-        for t in range(v.shape[0]):
-            store_row(v_type, v[t, h * head_dim : (h + 1) * head_dim], v_cache[h, slots[t]], row)
+        store_rows(k_type, k, k_cache, slots, head_dim)
+    store_rows(v_type, rotate_rows(v.copy(), head_dim) if rotates(v_type) else v, v_cache, slots, head_dim)
 
 
-@njit(cache=True, boundscheck=False, inline="always")
-def store_row(cache_type, x, out, row):
-    """One head's row x into out in the cache type (rotated first for q4_0); row: scratch of x's size."""
-    if rotates(cache_type):
-        row[:] = x
-        rotate_row(row, row.shape[0])
-        quantize_row(cache_type, row, out)
-    else:
-        quantize_row(cache_type, x, out)
+@njit(nogil=True, cache=True, boundscheck=False, pipeline_class=ConstantTypes)
+def store_rows(cache_type, x, cache, slots, head_dim):
+    """Each head's row of x [T, n_kv * head_dim] into its cache slot, in the cache type.
+
+    A function of its own, called once per type: Numba inlines quantize_row whole, every
+    type's code, before the branches on the type are pruned; one call site here keeps that
+    to one copy (store_kv had four, 10 s of a cold start)."""
+    for t in range(x.shape[0]):
+        for h in range(cache.shape[0]):
+            quantize_row(cache_type, x[t, h * head_dim : (h + 1) * head_dim], cache[h, slots[t]])
+
+
+@cache
+def store_kv_of_types(k_type: int, v_type: int):
+    """store_kv for Python's calls (prefill), compiled for these cache types alone: called with
+    the types as runtime integers, it compiled all four types' code (10 s of a cold start)."""
+
+    @njit(cache=True, nogil=True)
+    @named_for((k_type, v_type))
+    def store_kv_of_types(k_cache, v_cache, k, v, slots, head_dim, shifts, layer):
+        store_kv(k_cache, v_cache, k_type, v_type, k, v, slots, head_dim, shifts, layer)
+
+    return store_kv_of_types
