@@ -7,7 +7,8 @@ from functools import cache
 from typing import Callable, NamedTuple
 
 import numpy as np
-from numba import njit
+from numba import carray, njit, types
+from numba.extending import intrinsic
 
 from nanosmol.attention import AttentionScratch, attend, attend_batch
 from nanosmol.config import ModelConfig
@@ -39,32 +40,53 @@ class Layer:
     use_rope: bool
 
 
+ROLES = ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")
+WQ, WK, WV, WO, GATE, UP, DOWN = range(len(ROLES))
+
+
 class LayerStack(NamedTuple):
-    """Every layer's weights as tuples indexed by layer, for the compiled decode step."""
+    """Every layer's weights for the compiled decode step: where each matrix is, not the arrays.
+
+    A tuple of 30 arrays per role made Numba unbox 210 arrays on every call and index them
+    through 30-way switches: a third of the decode step's compile time. The matrices stay
+    alive in Transformer.layers; decode views them by address (layer_matrix).
+    """
 
     qtypes: np.ndarray  # [n_layer, 7]: GGML type of wq, wk, wv, wo, w_gate, w_up, w_down
-    wq: tuple
-    wk: tuple
-    wv: tuple
-    wo: tuple
-    w_gate: tuple
-    w_up: tuple
-    w_down: tuple
+    addresses: np.ndarray  # [n_layer, 7]: where each matrix's bytes start
+    shapes: np.ndarray  # [n_layer, 7, 2]: its rows and bytes per row
     attn_norm: np.ndarray  # [n_layer, n_embd]
     ffn_norm: np.ndarray
     use_rope: np.ndarray  # [n_layer] bool
 
     @classmethod
     def of(cls, layers: list[Layer]) -> "LayerStack":
-        names = ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")
-        return cls(np.array([[getattr(l, n).code for n in names] for l in layers], np.int64),
-                   *(tuple(getattr(l, n).raw for l in layers) for n in names),
+        matrices = [[getattr(layer, role) for role in ROLES] for layer in layers]
+        return cls(np.array([[m.code for m in row] for row in matrices], np.int64),
+                   np.array([[m.raw.ctypes.data for m in row] for row in matrices], np.int64),
+                   np.array([[m.raw.shape for m in row] for row in matrices], np.int64),
                    np.stack([l.attn_norm for l in layers]), np.stack([l.ffn_norm for l in layers]),
                    np.array([l.use_rope for l in layers]))
 
     def role_types(self) -> tuple[int, ...]:
         """Each matrix's type where all layers share it, else MIXED: what decode compiles for."""
         return tuple(int(codes[0]) if (codes == codes[0]).all() else MIXED for codes in self.qtypes.T)
+
+
+@intrinsic
+def _pointer(typingctx, address):
+    """An int64 address as a uint8 pointer."""
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
+
+    return types.CPointer(types.uint8)(types.int64), codegen
+
+
+@njit(inline="always")
+def layer_matrix(w, layer, role):
+    """Layer's matrix of the role, [rows, row bytes], viewed where it lies (a C-contiguous array)."""
+    return carray(_pointer(w.addresses[layer, role]), (w.shapes[layer, role, 0], w.shapes[layer, role, 1]))
 
 
 class DecodeScratch(NamedTuple):
@@ -262,25 +284,25 @@ def decode_layers(tq, tk, tv, to, tg, tu, td, x, w, k_cache, v_cache, k_type, v_
     small layers run serially on the one row.
     """
     n_head_kv = k_cache.shape[1]
-    for il in range(len(w.wq)):
+    for il in range(w.qtypes.shape[0]):
         t = w.qtypes[il]
         rmsnorm(x, w.attn_norm[il], eps, s.h)
         xq = quantize_vector(s.h[0], s.xq)
-        matvec_qkv(layer_type(tq, t[0]), w.wq[il], s.q[0], layer_type(tk, t[1]), w.wk[il], s.k[0],
-                   layer_type(tv, t[2]), w.wv[il], s.v[0], s.h[0], xq)
+        matvec_qkv(layer_type(tq, t[WQ]), layer_matrix(w, il, WQ), s.q[0], layer_type(tk, t[WK]),
+                   layer_matrix(w, il, WK), s.k[0], layer_type(tv, t[WV]), layer_matrix(w, il, WV), s.v[0], s.h[0], xq)
         if w.use_rope[il]:
             rope_inplace(s.q, n_head, head_dim, cos, sin)
             rope_inplace(s.k, n_head_kv, head_dim, cos, sin)
         store_kv(k_cache[il], v_cache[il], k_type, v_type, s.k, s.v, slots, head_dim, shifts, il)
         attend(s.q, k_cache[il], v_cache[il], k_type, v_type, shifts.vectors[il], slot_pos, positions, n_filled, n_head,
                head_dim, s.attn, s.attention)
-        matvec(layer_type(to, t[3]), w.wo[il], s.attn[0], quantize_vector(s.attn[0], s.xq), s.out[0])
+        matvec(layer_type(to, t[WO]), layer_matrix(w, il, WO), s.attn[0], quantize_vector(s.attn[0], s.xq), s.out[0])
         x += s.out
         rmsnorm(x, w.ffn_norm[il], eps, s.h)
         xq = quantize_vector(s.h[0], s.xq)
-        matvec_swiglu(layer_type(tg, t[4]), w.w_gate[il], layer_type(tu, t[5]), w.w_up[il], s.h[0], xq, s.gate,
-                      s.up)
-        matvec(layer_type(td, t[6]), w.w_down[il], s.gate, quantize_vector(s.gate, s.xq), s.out[0])
+        matvec_swiglu(layer_type(tg, t[GATE]), layer_matrix(w, il, GATE), layer_type(tu, t[UP]),
+                      layer_matrix(w, il, UP), s.h[0], xq, s.gate, s.up)
+        matvec(layer_type(td, t[DOWN]), layer_matrix(w, il, DOWN), s.gate, quantize_vector(s.gate, s.xq), s.out[0])
         x += s.out
 
 
