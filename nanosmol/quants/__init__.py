@@ -62,6 +62,8 @@ class QuantMatrix:
         ids = np.ascontiguousarray(row_ids, dtype=np.int64)
         if ids.size and (ids.min() < 0 or ids.max() >= self.rows):
             raise IndexError(f"row index out of range for {self.name!r} with {self.rows} rows")
+        if self.code == GGMLQuantizationType.F32:  # the norms: rows as they are, no kernel to compile
+            return self.raw[ids].view(np.float32)
         out = np.empty((ids.shape[0], self.cols), np.float32)
         return typed_kernels.dequantize_rows(self.code)(self.raw, ids, out)
 
