@@ -83,7 +83,7 @@ def float_dot(key, heads, g):
     return total
 
 
-@njit(**INLINE)
+@njit(**JIT)  # called, not inlined: compiled per cache type, where an inlined copy carried every type's code
 def value_row(cache_type, cache, o, out):
     """out = the values of the cached row at byte o of cache (flat bytes). Each branch passes
     its type as a constant."""
