@@ -89,11 +89,15 @@ def quantize_values(x, v, k_quant_blocks):
     n = x.shape[0]
     quantize_blocks(x, v.q32, v.d32, 32)
     block_sums(v.q32, v.s32[: n // 32], 32)
-    v.s32[: n // 32] *= v.d32[: n // 32]
+    # Loops, not slice arithmetic: an array stored into a slice (a[:m] *= b[:m] is one) makes
+    # Numba compile its shape-mismatch message, string formatting and all: 2 s of a cold start.
+    for b in range(n // 32):
+        v.s32[b] *= v.d32[b]
     if k_quant_blocks:
         quantize_blocks(x, v.q256, v.d256, 256)
         block_sums(v.q256, v.sum16[: n // 16], 16)
-        v.sum32[: n // 32] = v.sum16[0 : n // 16 : 2] + v.sum16[1 : n // 16 : 2]
+        for b in range(n // 32):
+            v.sum32[b] = v.sum16[2 * b] + v.sum16[2 * b + 1]
     return v
 
 
