@@ -14,7 +14,7 @@ from nanosmol.checkpoint import load_tokenizer, open_checkpoint
 from nanosmol.chat import THINK_CLOSE, ChatPiece, ChatTemplateError, ThinkingSplitter, opens_thinking, render_chat
 from nanosmol.compile_progress import compile_progress
 from nanosmol.config import ConfigError, ModelConfig, tensor_problems
-from nanosmol.decode_compiler import DecodeCompiler
+from nanosmol.decode_compiler import DecodeCompiler, nothing_compiled_yet
 from nanosmol.finite import NonFiniteWeightsError, check_finite
 from nanosmol.generate import GenerationStats, StopScanner, generate_tokens, stream_text
 from nanosmol.kv.types import DEFAULT_CACHE_TYPE, CacheTypes
@@ -73,27 +73,31 @@ class Model:
         check_finite(self.checkpoint, self.config.required_tensors())
         timings["scan"] = time.perf_counter() - start
 
-        start = time.perf_counter()
-        self.tokenizer = load_tokenizer(self.checkpoint)
-        timings["tokenizer"] = time.perf_counter() - start
-        weight_bytes = sum(t.nbytes for t in self.checkpoint.tensors.values())
-        check_fits(self.config, weight_bytes, n_ctx, cache_types, available_memory())
+        # A cold cache: the kernels for this file's types compile here, the decode step in a second
+        # process, started at the first compilation, or now on a first run after install.
+        with DecodeCompiler(self.path, cache_types) as decode_compiler:
+            if nothing_compiled_yet():
+                decode_compiler.start()
+            start = time.perf_counter()
+            self.tokenizer = load_tokenizer(self.checkpoint)
+            timings["tokenizer"] = time.perf_counter() - start
+            weight_bytes = sum(t.nbytes for t in self.checkpoint.tensors.values())
+            check_fits(self.config, weight_bytes, n_ctx, cache_types, available_memory())
 
-        start = time.perf_counter()
-        self.n_threads = set_threads(n_threads)
-        from nanosmol.model import Transformer  # imports the jitted kernels
+            start = time.perf_counter()
+            self.n_threads = set_threads(n_threads)
+            from nanosmol.model import Transformer  # imports the jitted kernels
 
-        def build() -> Transformer:
-            set_threads(self.n_threads)
-            transformer = Transformer(self.checkpoint, self.config, n_ctx=n_ctx, cache_types=cache_types)
-            Sampler(SamplingParams())(np.zeros(self.config.vocab_size, np.float32), [])  # while decode compiles
-            transformer.warm_up(before_decode=decode_compiler.wait)
-            return transformer
+            def build() -> Transformer:
+                set_threads(self.n_threads)
+                transformer = Transformer(self.checkpoint, self.config, n_ctx=n_ctx, cache_types=cache_types)
+                Sampler(SamplingParams())(np.zeros(self.config.vocab_size, np.float32), [])  # while decode compiles
+                transformer.warm_up(before_decode=decode_compiler.wait)
+                return transformer
 
-        # A cold cache: the kernels for this file's types compile here, the decode step in a second process.
-        with DecodeCompiler(self.path, cache_types) as decode_compiler, compile_progress(on_first=decode_compiler.start):
-            self.transformer = on_a_passing_thread(build)
-        timings["weights"] = time.perf_counter() - start
+            with compile_progress(on_first=decode_compiler.start):
+                self.transformer = on_a_passing_thread(build)
+            timings["weights"] = time.perf_counter() - start
         self.load_timings = timings  # seconds: metadata parse, NaN scan, tokenizer build, weights and kernels
         self.n_ctx, self.cache_types = n_ctx, cache_types
         self._cached_ids: list[int] = []  # the tokens the KV cache holds, in order

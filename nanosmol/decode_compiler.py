@@ -2,8 +2,8 @@
 
 Numba compiles on one thread, and a cold start is almost all compiling: prefill's kernels
 and the decode step (`model.decode_layers`, a third of the work in one function). While
-this process compiles prefill's kernels, a second one, started at the first compilation,
-builds the same model and compiles the decode step into Numba's cache, from where this
+this process compiles prefill's kernels, a second one, started at the first compilation (on a
+first run after install, as soon as the model's file is read), builds the same model and compiles the decode step into Numba's cache, from where this
 process loads it when its turn comes. If that process fails, this one compiles the step
 itself: it costs time, never a result. On a warm cache nothing compiles and nothing starts.
 
@@ -51,6 +51,15 @@ class DecodeCompiler:
         if self.process is not None and self.process.poll() is None:  # an error or Ctrl-C before wait()
             self.process.kill()
             self.process.wait()
+
+
+def nothing_compiled_yet() -> bool:
+    """Numba's cache holds no kernel of nanosmol's: the first run after install, when the decode
+    step will compile for certain, so its process can start before the first compilation (the
+    sampler's `draw`, which every model compiles first, has no index file yet)."""
+    from nanosmol.sampling import draw
+
+    return not os.path.exists(draw._cache._cache_file._index_path)
 
 
 def compile_decode_step(path: str, cache_type_k: str, cache_type_v: str) -> None:

@@ -42,3 +42,14 @@ def test_the_second_process_dies_when_its_parent_is_killed():
     while alive(child) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not alive(child)
+
+
+def test_an_empty_cache_is_told_from_one_that_holds_kernels(tmp_path):
+    """nothing_compiled_yet() starts the second process early on a first run only."""
+    check = ("from nanosmol.decode_compiler import nothing_compiled_yet; a = nothing_compiled_yet(); "
+             "from nanosmol.sampling import draw; import numpy as np; draw(np.zeros(4, np.float32), 0, 1.0, 0.0, 1.0, 0.5); "
+             "print(a, nothing_compiled_yet())")
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    run = lambda: subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True, check=True)
+    assert run().stdout.split() == ["True", "False"]  # empty, then draw compiled into it
+    assert run().stdout.split() == ["False", "False"]
