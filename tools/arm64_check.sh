@@ -3,7 +3,8 @@
 # installed in it from aarch64 wheels, then for a Pi 4 (cortex-a72: NEON, no dot product) and a
 # Pi 5 (cortex-a76: NEON with sdot/udot), each compiled for by Numba (NUMBA_CPU_NAME) and
 # emulated by qemu (QEMU_CPU): the kernel property tests, the fixture fidelity tests, and
-# `nanosmol run` on the default model, whose text must equal this host's.
+# `nanosmol run` on the default model, whose text must equal this host's or part from it only
+# where this host's decode puts the two tokens within a near-tie (tools/near_tie.py).
 #
 #   sudo nice -n 10 tools/arm64_check.sh [--setup-only]
 #
@@ -93,7 +94,11 @@ print(target_aarch64(t.target_context), t.target_context.codegen()._get_host_cpu
     say "$1: warm run $(( $(date +%s) - start )) s"
     echo "x86:  $X86_TEXT"
     echo "$1: $cold"
-    [ "$cold" == "$X86_TEXT" ] && [ "$warm" == "$X86_TEXT" ] || { echo "FAIL: $1's text differs from x86's" >&2; exit 1; }
+    [ "$warm" == "$cold" ] || { echo "FAIL: $1's warm run wrote other text than its cold run" >&2; exit 1; }
+    if [ "$cold" != "$X86_TEXT" ]; then  # float sums run in another order: texts may part at a near-tie only
+        (cd "$REPO" && PYTHONPATH=$REPO python3 tools/near_tie.py "$PROMPT" "$X86_TEXT" "$cold") \
+            || { echo "FAIL: $1's text differs from x86's" >&2; exit 1; }
+    fi
     say "$1: tests (${TESTS[*]})"
     in_root /bin/sh -c 'cd /opt/nanosmol && exec python -m pytest -v -p no:cacheprovider "$@"' sh "${TESTS[@]}"
     unset QEMU_CPU NUMBA_CPU_NAME
