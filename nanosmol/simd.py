@@ -140,7 +140,8 @@ def dot_pairs_vnni(builder, acc, pairs, scales):
 
 
 # aarch64 CPUs whose LLVM defaults include the dot-product instructions (sdot/udot, ARMv8.2
-# dotprod), for a named CPU without a feature list (under qemu-user LLVM reads no features).
+# dotprod), for a named CPU whose feature list does not say (under qemu-user LLVM reads only
+# a few features, e.g. "-aes,-rand,-sha2,-sve" for a cortex-a76).
 DOTPROD_CPUS = {"cortex-a55", "cortex-a65", "cortex-a75", "cortex-a76", "cortex-a76ae", "cortex-a77", "cortex-a78",
                 "cortex-a78c", "cortex-a510", "cortex-a710", "cortex-a715", "cortex-a720", "cortex-x1", "cortex-x2",
                 "cortex-x3", "cortex-x4", "neoverse-n1", "neoverse-n2", "neoverse-v1", "neoverse-v2", "neoverse-512tvb",
@@ -154,9 +155,9 @@ def target_aarch64(context) -> str | None:
     codegen = context.codegen()
     if not codegen._tm.triple.startswith(("aarch64", "arm64")):
         return None
-    features = codegen._tm_features
-    if features:
-        return "dotprod" if "+dotprod" in features.split(",") else "neon"
+    features = codegen._tm_features.split(",") if codegen._tm_features else []
+    if "+dotprod" in features or "-dotprod" in features:  # a feature list changes the CPU's defaults
+        return "dotprod" if "+dotprod" in features else "neon"
     return "dotprod" if codegen._get_host_cpu_name() in DOTPROD_CPUS else "neon"
 
 

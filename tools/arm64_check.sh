@@ -6,7 +6,7 @@
 # `nanosmol run` on the default model, whose text must equal this host's or part from it only
 # where this host's decode puts the two tokens within a near-tie (tools/near_tie.py).
 #
-#   sudo nice -n 10 tools/arm64_check.sh [--setup-only]
+#   sudo nice -n 10 tools/arm64_check.sh [--setup-only | BOARD...]   # BOARD: cortex-a72, cortex-a76 (default: both)
 #
 # Needs root (debootstrap, chroot, binfmt), network the first time, ../shared/fixtures beside
 # the repository. The root and the wheels are built once into $NANOSMOL_ARM64 (default
@@ -119,7 +119,9 @@ main() {
     X86_TEXT=$(cd "$REPO" && PYTHONPATH=$REPO python3 -m nanosmol run "${RUN_FLAGS[@]}" "$PROMPT")
     say "x86 ($(uname -m)) text: $X86_TEXT"
     local start=$(date +%s)
-    for cpu in cortex-a72 cortex-a76; do
+    local boards=("$@")
+    [ ${#boards[@]} -gt 0 ] || boards=(cortex-a72 cortex-a76)
+    for cpu in "${boards[@]}"; do
         check_board "$cpu"
     done
     say "arm64 check passed in $(( ($(date +%s) - start) / 60 )) min"
