@@ -1,11 +1,12 @@
 """A cold start on two cores: the decode step compiles in a second process meanwhile.
 
 Numba compiles on one thread, and a cold start is almost all compiling: prefill's kernels
-and the decode step (`model.decode_layers`, a third of the work in one function). While
-this process compiles prefill's kernels, a second one, started at the first compilation (on a
-first run after install, as soon as the model's file is read), builds the same model and compiles the decode step into Numba's cache, from where this
-process loads it when its turn comes. If that process fails, this one compiles the step
-itself: it costs time, never a result. On a warm cache nothing compiles and nothing starts.
+and the decode step (`model.decode_layers`, half the work in one function). While this
+process compiles prefill's kernels, a second one, started at the first compilation (on a
+first run after install, as soon as the model's file is read), builds the same model and
+compiles the decode step into Numba's cache, from where this process loads it when its turn
+comes. If that process fails, this one compiles the step itself: it costs time, never a
+result. On a warm cache nothing compiles and nothing starts.
 
     python -m nanosmol.decode_compiler PATH CACHE_TYPE_K CACHE_TYPE_V   # what the second process runs
 """

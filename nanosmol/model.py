@@ -48,8 +48,9 @@ class LayerStack(NamedTuple):
     """Every layer's weights for the compiled decode step: where each matrix is, not the arrays.
 
     A tuple of 30 arrays per role made Numba unbox 210 arrays on every call and index them
-    through 30-way switches: a third of the decode step's compile time. The matrices stay
-    alive in Transformer.layers; decode views them by address (layer_matrix).
+    through 30-way switches: a quarter of the decode step's compile time. The matrices stay
+    alive in Transformer.layers; decode views them by address (layer_matrix), so each must be
+    one C-contiguous block.
     """
 
     qtypes: np.ndarray  # [n_layer, 7]: GGML type of wq, wk, wv, wo, w_gate, w_up, w_down
@@ -62,6 +63,8 @@ class LayerStack(NamedTuple):
     @classmethod
     def of(cls, layers: list[Layer]) -> "LayerStack":
         matrices = [[getattr(layer, role) for role in ROLES] for layer in layers]
+        if not all(m.raw.flags.c_contiguous for row in matrices for m in row):
+            raise ValueError("decode reads each weight matrix in place: every one must be C-contiguous")
         return cls(np.array([[m.code for m in row] for row in matrices], np.int64),
                    np.array([[m.raw.ctypes.data for m in row] for row in matrices], np.int64),
                    np.array([[m.raw.shape for m in row] for row in matrices], np.int64),
