@@ -53,3 +53,20 @@ def test_an_empty_cache_is_told_from_one_that_holds_kernels(tmp_path):
     run = lambda: subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True, check=True)
     assert run().stdout.split() == ["True", "False"]  # empty, then draw compiled into it
     assert run().stdout.split() == ["False", "False"]
+
+
+def test_the_second_process_imports_this_nanosmol(tmp_path, monkeypatch):
+    """Started from a folder holding another nanosmol (a checkout beside the installed copy), the
+    second process still imports this one: here it fails on the missing file (exit 1), where
+    the decoy package would exit 3."""
+    from nanosmol import decode_compiler
+    from nanosmol.kv.types import CacheTypes
+
+    (tmp_path / "nanosmol").mkdir()
+    (tmp_path / "nanosmol" / "__init__.py").write_text("raise SystemExit(3)\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(decode_compiler, "usable_cores", lambda: 2)
+    compiler = decode_compiler.DecodeCompiler("missing.gguf", CacheTypes())
+    compiler.start()
+    compiler.wait()
+    assert compiler.process.returncode == 1
