@@ -31,7 +31,7 @@ from nanosmol.kv.rotation import rotate_rows, rotates
 from nanosmol.kv.shift import SPAN
 from nanosmol.layers import exp32
 from nanosmol.quants.blocks import F16, Q4_0, Q8_0
-from nanosmol.quants.intdot import QuantizedVector, dequantize_row_block32, quantize_values, row_dots_block32
+from nanosmol.quants.intdot import QuantizedVector, dequantize_row_block32, quantize_values, row_dot_block32
 from nanosmol.quants.specialize import ConstantTypes, named_for
 from nanosmol.quants.vecdot import store_f16, store_f32
 from nanosmol.simd import stack_lanes
@@ -67,10 +67,8 @@ class AttentionScratch(NamedTuple):
 @njit(**INLINE)
 def key_score(k_type, cache, o, query, at, head_dim, acc):
     """The quantized key at byte o of cache . the int8 query head at query[at:]: integer
-    block dot products (into acc[0:16])."""
-    acc[:] = 0.0
-    row_dots_block32(k_type, cache, o, query, head_dim, at, acc)
-    return acc[:16].sum()
+    block dot products (acc: row_dot_block32's scratch)."""
+    return row_dot_block32(k_type, cache, o, query, head_dim, at, acc)
 
 
 @njit(**INLINE)

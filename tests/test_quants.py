@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from nanosmol.quants import (SMALL_BATCH, SUPPORTED_TYPES, TILE_ROWS, TRANSPOSED_BATCH, QuantMatrix, UnsupportedTypeError,
                              matmul_all)
 from nanosmol.quants.intdot import ACTIVATION_BLOCK, QuantizedVector, quantize_vector
-from nanosmol.quants.kernels import matvec_qkv, matvec_swiglu
+from nanosmol.quants.kernels import WIDE_ROW, matvec_qkv, matvec_swiglu
 from nanosmol.quants.blocks import block_geometry
 from nanosmol.quants.synthetic import SCALE_OFFSETS, random_blocks
 
@@ -64,7 +64,7 @@ def matrix(qtype: T, rows: int, n_blocks: int, seed: int, scale: float = 1.0) ->
     return QuantMatrix(raw.reshape(-1), qtype, rows, cols, name="w"), oracle(qtype, raw)
 
 
-shapes = st.tuples(st.integers(1, 9), st.integers(1, 4), st.integers(0, 2**32 - 1))
+shapes = st.tuples(st.integers(1, 9), st.integers(1, 6), st.integers(0, 2**32 - 1))
 
 
 @pytest.mark.parametrize("qtype", TYPES, ids=lambda t: t.name)
@@ -83,6 +83,19 @@ def test_dequantize_rows_matches_gguf(qtype, shape):
 def test_matvec_matches_float64(qtype, shape):
     rows, n_blocks, seed = shape
     m, W = matrix(qtype, rows, n_blocks, seed)
+    x = np.random.default_rng(seed + 1).standard_normal(m.cols).astype(np.float32)
+    assert_product_close(m.matvec(x), W, matvec_input(qtype, x))
+
+
+@pytest.mark.parametrize("qtype", TYPES, ids=lambda t: t.name)
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=st.sampled_from([6, 9]), seed=st.integers(0, 2**32 - 1))
+def test_matvec_on_wide_rows_matches_float64(qtype, rows, seed):
+    """Rows wider than WIDE_ROW: float rows go four at a time (the rest one by one), the
+    32-value types. blocks into two accumulators, here with an odd block last."""
+    n_blocks = (WIDE_ROW + 256 + 32 * 3) // block_geometry(qtype)[0]  # 139 blocks of 32, 17 of 256
+    m, W = matrix(qtype, rows, n_blocks, seed)
+    assert m.cols > WIDE_ROW
     x = np.random.default_rng(seed + 1).standard_normal(m.cols).astype(np.float32)
     assert_product_close(m.matvec(x), W, matvec_input(qtype, x))
 

@@ -173,6 +173,26 @@ class _Block:
         return b.add(*even_odd(b, products, n // 2))
 
 
+DECODE_INT_CHAINS = 4  # independent int32 sums per block in decode (see _zero_sums)
+
+
+def _zero_sums(tokens: int):
+    """Each token's int32x8 block sums, as independent chains to add up at the end. With VNNI
+    the multiply and the add are one instruction (vpdpwssd, 4+ cycles): one chain made each
+    of a block's 8 wait for the previous one, so decode (one token) keeps 4."""
+    return [[_const(I32x8, 0)] * (DECODE_INT_CHAINS if tokens == 1 else 1) for _ in range(tokens)]
+
+
+def _madd_into(blk: _Block, chains: list, step: int, codes, x, spread):
+    """chains[step % len(chains)] += madd(codes, x, spread)."""
+    k = step % len(chains)
+    chains[k] = blk.madd_acc(chains[k], codes, x, spread)
+
+
+def _sum_chains(blk: _Block, chains: list):
+    return functools.reduce(blk.builder.add, chains)
+
+
 def _k4_scales_mins(blk: _Block, o):
     """Q4_K/Q5_K's 8 six-bit scales and 8 mins from the 12 bytes at row[o + 4], as two <8 x i8>.
 
@@ -209,7 +229,7 @@ def _dot_k4(five_bits: bool, portable: bool, tokens: int = 1):
             xs = [blk.token_x(t) for t in range(tokens)]
             scales, mins = _k4_scales_mins(blk, o)
             scales = b.zext(scales, ir.VectorType(I16, 8))
-            sumi = [ir.Constant(I32x8, [0] * 8)] * tokens
+            sumi = _zero_sums(tokens)
             qs = blk.at(o, 48 if five_bits else 16)
             if five_bits:
                 qh = blk.load(1, blk.at(o, 16), I8x32)
@@ -223,12 +243,11 @@ def _dot_k4(five_bits: bool, portable: bool, tokens: int = 1):
                 for codes, sub in ((low, 2 * pair), (high, 2 * pair + 1)):
                     spread = blk.spread(scales, sub, sub)
                     for t, x_t in enumerate(xs):
-                        x = blk.load(3, blk.at(x_t, 32 * sub), I8x32)
-                        sumi[t] = blk.madd_acc(sumi[t], codes, x, spread)
+                        _madd_into(blk, sumi[t], sub, codes, blk.load(3, blk.at(x_t, 32 * sub), I8x32), spread)
             d_dmin, mins = blk.two_halves(o), b.zext(mins, ir.VectorType(I16, 8))
             for t, x_t in enumerate(xs):
                 d, minus_dmin = blk.scaled_halves(d_dmin, blk.per_block(7, x_t, 256), -1.0)
-                blk.add_to_acc(16 * t, sumi[t], d)
+                blk.add_to_acc(16 * t, _sum_chains(blk, sumi[t]), d)
                 blk.add_to_acc(16 * t + 8, blk.madd16(mins, blk.per_block(6, x_t, 32, ir.VectorType(I16, 8))), minus_dmin)
             return context.get_dummy_value()
 
@@ -424,7 +443,7 @@ def _dot_q6_k(portable: bool, tokens: int = 1):
             o = args[2]
             xs = [blk.token_x(t) for t in range(tokens)]
             scales = b.sext(blk.load(1, blk.at(o, 192), ir.VectorType(I8, 16)), ir.VectorType(I16, 16))
-            sumi = [ir.Constant(I32x8, [0] * 8)] * tokens
+            sumi = _zero_sums(tokens)
             for half in range(2):
                 half_scales = b.shuffle_vector(scales, scales, ir.Constant(ir.VectorType(I32, 8), list(range(8 * half, 8 * half + 8))))
                 a = blk.load(1, blk.at(o, 64 * half), I8x32)
@@ -438,12 +457,12 @@ def _dot_q6_k(portable: bool, tokens: int = 1):
                     spread = blk.spread(half_scales, 2 * j, 2 * j + 1)
                     for t, x_t in enumerate(xs):
                         x = blk.load(3, blk.at(x_t, 128 * half + 32 * j), I8x32)
-                        sumi[t] = blk.madd_acc(sumi[t], codes, x, spread)
+                        _madd_into(blk, sumi[t], 4 * half + j, codes, x, spread)
             d = b.extract_element(blk.two_halves(blk.at(o, 206)), ir.Constant(I32, 1))
             for t, x_t in enumerate(xs):
                 # The -32: 32 * sum over sub-blocks of 16 of scale * (sum of their 16 x values).
                 offsets = b.shl(blk.madd16(scales, blk.per_block(6, x_t, 16, I16x16)), _const(I32x8, 5))
-                blk.add_to_acc(16 * t, b.sub(sumi[t], offsets), b.fmul(d, blk.per_block(7, x_t, 256), flags=["fast"]))
+                blk.add_to_acc(16 * t, b.sub(_sum_chains(blk, sumi[t]), offsets), b.fmul(d, blk.per_block(7, x_t, 256), flags=["fast"]))
             return context.get_dummy_value()
 
         return types.none(acc, row, types.int64, q8, types.int64, types.int64, sum16, d256), codegen
@@ -494,7 +513,7 @@ def _dot_low_k(kind: str, portable: bool, tokens: int = 1):
             else:
                 scales = _q3_k_scales(blk, o)
                 hmask = blk.load(1, o, I8x32)
-            sumi = [ir.Constant(I32x8, [0] * 8)] * tokens
+            sumi = _zero_sums(tokens)
             for half in range(2):
                 q = blk.load(1, blk.at(qs, 32 * half), I8x32)
                 half_scales = b.shuffle_vector(scales, scales, ir.Constant(ir.VectorType(I32, 8), list(range(8 * half, 8 * half + 8))))
@@ -506,9 +525,10 @@ def _dot_low_k(kind: str, portable: bool, tokens: int = 1):
                     spread = blk.spread(half_scales, 2 * j, 2 * j + 1)
                     for t, x_t in enumerate(xs):
                         x = blk.load(3, blk.at(x_t, 128 * half + 32 * j), I8x32)
-                        sumi[t] = blk.madd_acc(sumi[t], codes, x, spread)
+                        _madd_into(blk, sumi[t], 4 * half + j, codes, x, spread)
             for t, x_t in enumerate(xs):
                 x_sums, dx = blk.per_block(6, x_t, 16, I16x16), blk.per_block(7, x_t, 256)
+                sumi[t] = _sum_chains(blk, sumi[t])
                 if kind == "Q2_K":
                     d, minus_dmin = blk.scaled_halves(blk.two_halves(blk.at(o, 80)), dx, -1.0)
                     blk.add_to_acc(16 * t, sumi[t], d)
