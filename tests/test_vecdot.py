@@ -149,7 +149,7 @@ def test_token_lane_prefill_equals_decode_per_token(qtype, n_blocks, seed, extre
     X = rng.standard_normal((8, size * n_blocks)).astype(np.float32)
     if extreme:
         X = np.where(rng.random(X.shape) < 0.5, -1.0, 1.0).astype(np.float32)
-    sums = token_lanes_both_ways(int(qtype), row, quantize_rows(X, QuantizedVector.empty(X.size)), X.shape[1])
+    sums = token_lanes_both_ways(int(qtype), row, quantize_rows(X, QuantizedVector.empty(X.size), 0, len(X)), X.shape[1])
     W = np.abs(dequantize(row[None, :], qtype).astype(np.float64).reshape(-1))
     for t in range(8):
         v = quantize_vector(X[t], QuantizedVector.empty(X.shape[1]))

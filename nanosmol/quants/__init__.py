@@ -17,6 +17,7 @@ __all__ = ["QuantMatrix", "SUPPORTED_TYPES", "UnsupportedTypeError", "matmul_all
 TILE_ROWS = 512  # at most this many weight rows dequantized per BLAS call in matmul
 TRANSPOSED_BATCH = 128  # up to this many activation rows, BLAS computes tile @ X.T
 SMALL_BATCH = 4  # up to this many activation rows, repeated matvec beats dequantize + BLAS
+SMALL_BATCH_TO_SPLIT = 64  # fewer activation rows are quantized on the calling thread alone
 
 _scratch = threading.local()
 
@@ -110,13 +111,29 @@ def matmul_all(matrices: list[QuantMatrix], X: np.ndarray, outs: list[np.ndarray
         outs = [np.empty((X.shape[0], m.rows), np.float32) for m in matrices]
     integer = [(m, out) for m, out in zip(matrices, outs) if m.integer_products]
     if integer:
-        xq = quantize_rows(X, QuantizedVector.empty(X.size))
+        xq = quantize_batch(X)
         for m, out in integer:
             typed_kernels.matmul_quantized(m.code)(m.raw, xq, X.shape[1], out)
     floats = [(m, out) for m, out in zip(matrices, outs) if not m.integer_products]
     if floats:
         _matmul_float([m for m, _ in floats], X, [out for _, out in floats])
     return outs
+
+
+def quantize_batch(X: np.ndarray) -> QuantizedVector:
+    """X's rows quantized for prefill (`quantize_rows`), on every worker, 8-row groups each,
+    into this thread's scratch. (Serial and into fresh arrays, this took 8% of a 3B model's
+    prefill: 17 ms per 512 rows of 11008, 5 ms of it page faults.)"""
+    xq = getattr(_scratch, "xq", None)
+    if xq is None or xq.q32.size < X.size:
+        xq = _scratch.xq = QuantizedVector.empty(X.size)
+    groups = -(-len(X) // 8)
+    per_worker = -(-groups // n_workers())
+    bounds = [(8 * g, min(len(X), 8 * (g + per_worker))) for g in range(0, groups, per_worker)]
+    if len(bounds) == 1 or len(X) < SMALL_BATCH_TO_SPLIT:
+        return quantize_rows(X, xq, 0, len(X))
+    parallel_map(lambda b: quantize_rows(X, xq, *b), bounds)
+    return xq
 
 
 def _matmul_float(matrices: list[QuantMatrix], X: np.ndarray, outs: list[np.ndarray]) -> None:

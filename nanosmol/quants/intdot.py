@@ -85,19 +85,20 @@ def block_sums(q, sums, size):
 
 
 @njit(**INLINE)
-def quantize_values(x, v, k_quant_blocks):
-    """Quantize the values x into v, in blocks of 32 and (if k_quant_blocks) of 256."""
-    n = x.shape[0]
-    quantize_blocks(x, v.q32, v.d32, 32)
-    block_sums(v.q32, v.s32[: n // 32], 32)
+def quantize_values(x, v, k_quant_blocks, at=0):
+    """Quantize the values x into v from value `at` on (a whole number of blocks), in blocks of
+    32 and (if k_quant_blocks) of 256."""
+    n, b0 = x.shape[0], at // 32
+    quantize_blocks(x, v.q32[at : at + n], v.d32[b0 : b0 + n // 32], 32)
+    block_sums(v.q32[at : at + n], v.s32[b0 : b0 + n // 32], 32)
     # Loops, not slice arithmetic: an array stored into a slice (a[:m] *= b[:m] is one) makes
     # Numba compile its shape-mismatch message, string formatting and all: 2 s of a cold start.
-    for b in range(n // 32):
+    for b in range(b0, b0 + n // 32):
         v.s32[b] *= v.d32[b]
     if k_quant_blocks:
-        quantize_blocks(x, v.q256, v.d256, 256)
-        block_sums(v.q256, v.sum16[: n // 16], 16)
-        for b in range(n // 32):
+        quantize_blocks(x, v.q256[at : at + n], v.d256[at // 256 : (at + n) // 256], 256)
+        block_sums(v.q256[at : at + n], v.sum16[at // 16 : (at + n) // 16], 16)
+        for b in range(b0, b0 + n // 32):
             v.sum32[b] = v.sum16[2 * b] + v.sum16[2 * b + 1]
     return v
 
@@ -110,34 +111,36 @@ def quantize_vector(x, v):
 
 
 @njit(nogil=True, **JIT)
-def quantize_rows(X, v):
-    """Quantize each row of X [tokens, n] (C-contiguous) into v, one after another: token t's
-    values from t * n on. No block spans two rows, as n is a whole number of blocks."""
-    quantize_values(X.reshape(-1), v, X.shape[1] % 256 == 0)
-    tokens, blocks = X.shape[0], X.shape[1] // 32
-    for first in range(0, tokens - tokens % 8, 8):  # each group of 8 rows' scales, block by block
+def quantize_rows(X, v, first, last):
+    """Quantize rows first..last of X [tokens, n] (C-contiguous) into v, one after another:
+    token t's values from t * n on. No block spans two rows, as n is a whole number of
+    blocks. first is a multiple of 8, and so is last unless it is the end: each group of 8
+    rows also goes into prefill's token lanes. Without the GIL: workers take parts of X."""
+    n = X.shape[1]
+    quantize_values(X[first:last].reshape(-1), v, n % 256 == 0, first * n)
+    blocks, groups = n // 32, range(first // 8, last // 8)
+    for g in groups:  # each group of 8 rows' scales, block by block
         for t in range(8):
             for b in range(blocks):
-                v.d32_by_8[first * blocks + 8 * b + t] = v.d32[(first + t) * blocks + b]
-                v.s32_by_8[first * blocks + 8 * b + t] = v.s32[(first + t) * blocks + b]
-    whole = tokens - tokens % 8
-    in_token_lanes(v.q32, v.q32_by_8, whole, X.shape[1])
-    if X.shape[1] % 256 == 0:
-        in_token_lanes(v.q256, v.q256_by_8, whole, X.shape[1])
-        k_quant_sums_side_by_side(v, whole, X.shape[1])
+                v.d32_by_8[8 * g * blocks + 8 * b + t] = v.d32[(8 * g + t) * blocks + b]
+                v.s32_by_8[8 * g * blocks + 8 * b + t] = v.s32[(8 * g + t) * blocks + b]
+    in_token_lanes(v.q32, v.q32_by_8, groups, n)
+    if n % 256 == 0:
+        in_token_lanes(v.q256, v.q256_by_8, groups, n)
+        k_quant_sums_side_by_side(v, groups, n)
     return v
 
 
 @njit(**INLINE)
-def in_token_lanes(q, q_by_8, tokens, n):
-    """The int8 activations q of each group of 8 tokens (rows of n values) in token lanes, for
+def in_token_lanes(q, q_by_8, groups, n):
+    """The int8 activations q of each group of 8 tokens (rows of n values) in `groups` in token lanes, for
     prefill's `_by_tokens` intrinsics: per 32 values, for each 4 tokens (quad), 4 vectors of
     8 x 4 bytes: vector j lane l holds token 4 * quad + l % 4's values 4k..4k+3 with
     k = 8s + j + 4 * (l >= 4), the order in which one vpshufd spreads the weights' 4-byte
     groups over the lanes."""
-    words_in, words_out = q[: tokens * n].view(np.int32), q_by_8[: tokens * n].view(np.int32)
+    words_in, words_out = q.view(np.int32), q_by_8.view(np.int32)
     sub_blocks = n // 32
-    for g in range(tokens // 8):
+    for g in groups:
         for s in range(sub_blocks):
             for quad in range(2):
                 for j in range(4):
@@ -148,11 +151,12 @@ def in_token_lanes(q, q_by_8, tokens, n):
 
 
 @njit(**INLINE)
-def k_quant_sums_side_by_side(v, tokens, n):
-    """d256, sum32 and sum16 of each group of 8 tokens side by side, block by block (the sums
-    as pairs of sub-blocks, token by token: what one vpmaddwd with the block's mins takes)."""
+def k_quant_sums_side_by_side(v, groups, n):
+    """d256, sum32 and sum16 of each group of 8 tokens in `groups` side by side, block by block
+    (the sums as pairs of sub-blocks, token by token: what one vpmaddwd with the block's mins
+    takes)."""
     sub_blocks, blocks = n // 32, n // 256
-    for g in range(tokens // 8):
+    for g in groups:
         for blk in range(blocks):
             for t in range(8):
                 v.d256_by_8[(g * blocks + blk) * 8 + t] = v.d256[(8 * g + t) * blocks + blk]
