@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nanosmol.quants import (SMALL_BATCH, SUPPORTED_TYPES, TILE_ROWS, TRANSPOSED_BATCH, QuantMatrix, UnsupportedTypeError,
-                             matmul_all)
-from nanosmol.quants.intdot import ACTIVATION_BLOCK, QuantizedVector, quantize_vector
+                             matmul_all, quantize_batch)
+from nanosmol.quants.intdot import ACTIVATION_BLOCK, QuantizedVector, quantize_rows, quantize_vector
 from nanosmol.quants.kernels import WIDE_ROW, matvec_qkv, matvec_swiglu
 from nanosmol.quants.blocks import block_geometry
 from nanosmol.quants.synthetic import SCALE_OFFSETS, random_blocks
@@ -117,6 +117,32 @@ def test_quantize_vector_rounds_to_nearest(n_blocks, seed, magnitude):
                                rtol=1e-6)
     assert np.array_equal(v.sum16, v.q256.reshape(-1, 16).sum(axis=1))
     assert np.array_equal(v.sum32, v.q256.reshape(-1, 32).sum(axis=1))
+
+
+@settings(max_examples=10, deadline=None)
+@given(tokens=st.integers(1, 150), width=st.sampled_from([96, 512]), seed=st.integers(0, 2**32 - 1))
+def test_quantize_batch_on_workers_equals_one_pass(tokens, width, seed):
+    """Prefill's activations quantized in parts by the workers, into a scratch kept between
+    calls, are the one-pass result bit for bit: every field the batch fills, as far as it fills
+    it (the token-lane fields: its whole groups of 8; the 256-value ones: 256-wide rows)."""
+    X = np.random.default_rng(seed).standard_normal((tokens, width)).astype(np.float32)
+    quantize_batch(np.ones((150, 512), np.float32))  # the scratch holds an earlier, larger batch
+    ours, one_pass = quantize_batch(X), quantize_rows(X, QuantizedVector.empty(X.size), 0, tokens)
+    whole_groups = tokens - tokens % 8
+    fields = ["q32", "d32", "s32", "d32_by_8", "s32_by_8", "q32_by_8"]
+    if width % 256 == 0:
+        fields += ["q256", "d256", "sum16", "sum32", "q256_by_8", "d256_by_8", "sum32_by_8", "sum16_by_8"]
+    for field in fields:
+        values = whole_groups * width if field.endswith("_by_8") else X.size
+        reach = int(values * field_density(field))
+        assert reach > 0 or values == 0
+        assert np.array_equal(getattr(ours, field)[:reach], getattr(one_pass, field)[:reach]), field
+
+
+def field_density(field: str) -> float:
+    """Entries of a QuantizedVector field per activation value."""
+    base = field.removesuffix("_by_8")
+    return {"q32": 1, "d32": 1 / 32, "s32": 1 / 32, "q256": 1, "d256": 1 / 256, "sum16": 1 / 16, "sum32": 1 / 32}[base]
 
 
 @pytest.mark.parametrize("qtype", TYPES, ids=lambda t: t.name)
