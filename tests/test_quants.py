@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from unittest.mock import patch
+
 import numba
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ from gguf.quants import dequantize
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from nanosmol import quants
 from nanosmol.quants import (SMALL_BATCH, SUPPORTED_TYPES, TILE_ROWS, TRANSPOSED_BATCH, QuantMatrix, UnsupportedTypeError,
                              matmul_all, quantize_batch)
 from nanosmol.quants.intdot import ACTIVATION_BLOCK, QuantizedVector, quantize_rows, quantize_vector
@@ -127,7 +130,9 @@ def test_quantize_batch_on_workers_equals_one_pass(tokens, width, seed):
     it (the token-lane fields: its whole groups of 8; the 256-value ones: 256-wide rows)."""
     X = np.random.default_rng(seed).standard_normal((tokens, width)).astype(np.float32)
     quantize_batch(np.ones((150, 512), np.float32))  # the scratch holds an earlier, larger batch
-    ours, one_pass = quantize_batch(X), quantize_rows(X, QuantizedVector.empty(X.size), 0, tokens)
+    with patch.object(quants, "SPLIT_QUANTIZATION", 0):  # split even these small batches
+        ours = quantize_batch(X)
+    one_pass = quantize_rows(X, QuantizedVector.empty(X.size), 0, tokens)
     whole_groups = tokens - tokens % 8
     fields = ["q32", "d32", "s32", "d32_by_8", "s32_by_8", "q32_by_8"]
     if width % 256 == 0:

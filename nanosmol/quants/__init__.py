@@ -17,7 +17,7 @@ __all__ = ["QuantMatrix", "SUPPORTED_TYPES", "UnsupportedTypeError", "matmul_all
 TILE_ROWS = 512  # at most this many weight rows dequantized per BLAS call in matmul
 TRANSPOSED_BATCH = 128  # up to this many activation rows, BLAS computes tile @ X.T
 SMALL_BATCH = 4  # up to this many activation rows, repeated matvec beats dequantize + BLAS
-SMALL_BATCH_TO_SPLIT = 64  # fewer activation rows are quantized on the calling thread alone
+SPLIT_QUANTIZATION = 1 << 20  # activation values from which the workers share their quantization
 
 _scratch = threading.local()
 
@@ -123,14 +123,16 @@ def matmul_all(matrices: list[QuantMatrix], X: np.ndarray, outs: list[np.ndarray
 def quantize_batch(X: np.ndarray) -> QuantizedVector:
     """X's rows quantized for prefill (`quantize_rows`), on every worker, 8-row groups each,
     into this thread's scratch. (Serial and into fresh arrays, this took 8% of a 3B model's
-    prefill: 17 ms per 512 rows of 11008, 5 ms of it page faults.)"""
+    prefill: 17 ms per 512 rows of 11008, 5 ms of it page faults. Split, 7.5 ms; but 64
+    rows of 576 take 0.1 ms, and handing them to the workers cost the 135M model 10-15% of
+    its pp64.)"""
     xq = getattr(_scratch, "xq", None)
     if xq is None or xq.q32.size < X.size:
         xq = _scratch.xq = QuantizedVector.empty(X.size)
     groups = -(-len(X) // 8)
     per_worker = -(-groups // n_workers())
     bounds = [(8 * g, min(len(X), 8 * (g + per_worker))) for g in range(0, groups, per_worker)]
-    if len(bounds) == 1 or len(X) < SMALL_BATCH_TO_SPLIT:
+    if len(bounds) == 1 or X.size < SPLIT_QUANTIZATION:  # else the hand-off costs more than it saves
         return quantize_rows(X, xq, 0, len(X))
     parallel_map(lambda b: quantize_rows(X, xq, *b), bounds)
     return xq

@@ -392,7 +392,7 @@ def row_dots(qtype, row, v, n, at, tokens, sums):
     constant, so only one intrinsic of each pair survives.
     """
     acc = stack_token_lanes()
-    acc[:] = 0.0
+    acc[: 16 * max(tokens, 2)] = 0.0
     if qtype == Q4_K:
         row_dots_k4(row, v, n, at, acc, False)
     elif qtype == Q6_K:
