@@ -138,7 +138,7 @@ def test_context_overflow_drops_oldest_turns(micro):
 def test_scripted_chat_through_a_pipe(default_model_path):
     script = "Which city is the capital of France?\n/stats\nAnd what about Italy?\n/stats\n/exit\n"
     proc = subprocess.run(
-        [sys.executable, "-m", "nanosmol", "chat", "-m", str(default_model_path), "--temp", "0", "-n", "30"],
+        [sys.executable, "-m", "nanosmol", "chat", "-m", str(default_model_path), "--temp", "0", "-n", "80"],
         input=script, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
@@ -147,7 +147,8 @@ def test_scripted_chat_through_a_pipe(default_model_path):
     # near-tie that int8 activations (as in llama.cpp) or another prefill chunking flip. What
     # it knows is asserted on plain completions in test_default_model.py.
     # The pipe answers each turn in the context of the last, exactly as the API's session does.
-    session = ChatSession(nanosmol.load(default_model_path), max_tokens=30, temperature=0.0)
+    # -n 80 leaves room for each answer to end on its own, which the stats' arithmetic assumes.
+    session = ChatSession(nanosmol.load(default_model_path), max_tokens=80, temperature=0.0)
     for question in ("Which city is the capital of France?", "And what about Italy?"):
         answer = "".join(piece.text for piece in session.reply(question)).strip()
         assert answer and answer in proc.stdout
