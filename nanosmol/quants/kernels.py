@@ -33,28 +33,24 @@ def dot_rows(qtype, w, x, xq, out, first, last):
         for r in range(first, last):
             out[r] = row_dot(qtype, w[r], xq, x.shape[0])
         return
-    acc = stack_token_lanes()
-    wide, r = x.shape[0] > WIDE_ROW, first
+    acc, r = stack_token_lanes(), first
+    if x.shape[0] > WIDE_ROW:
+        while r + 4 <= last:
+            four_rows_dot_float(qtype, w, r, x, out, acc)
+            r += 4
     while r < last:
-        acc[:] = 0.0
-        if wide and r + WIDE_ROWS_TOGETHER <= last:
-            four_rows_dot_float(qtype, w, r, x, acc)
-            for k in range(WIDE_ROWS_TOGETHER):
-                out[r + k] = acc[32 * k : 32 * k + 32].sum()
-            r += WIDE_ROWS_TOGETHER
-        else:
-            row_dot_float(qtype, w[r], x, acc)
-            out[r] = acc[:32].sum()
-            r += 1
+        acc[:32] = 0.0
+        row_dot_float(qtype, w[r], x, acc)
+        out[r] = acc[:32].sum()
+        r += 1
 
 
-# Float rows wider than WIDE_ROW go WIDE_ROWS_TOGETHER at a time, sharing each load of x: a
+# Float rows wider than WIDE_ROW go four at a time while four remain, sharing each load of x: a
 # wide row's x (ffn_down's: 11008 float32, 43 KiB) does not stay in a 32 KiB L1 cache, and one
 # row at a time read it from L2 as often as the weights (F16 at 2048 x 11008: 12 GB/s on one
 # thread, 16 two rows at a time, 20 four). Narrower rows go one at a time, a single sequential
 # stream, which the hardware prefetchers follow best (two at a time slowed 2048-wide rows 40%).
 WIDE_ROW = 4096
-WIDE_ROWS_TOGETHER = 4
 
 
 @njit(inline="always", **JIT)
@@ -76,15 +72,18 @@ def row_dot_float(qtype, row, x, acc):
 
 
 @njit(inline="always", **JIT)
-def four_rows_dot_float(qtype, w, r, x, acc):
-    """acc[32k : 32k + 32] += row r + k's products with x, for k < 4, in one pass over x."""
+def four_rows_dot_float(qtype, w, r, x, out, acc):
+    """out[r + k] = row r + k . x for k < 4, in one pass over x (acc: 128 lanes of scratch)."""
     row0, row1, row2, row3 = w[r], w[r + 1], w[r + 2], w[r + 3]
     acc1, acc2, acc3 = acc[32:64], acc[64:96], acc[96:128]
+    acc[:] = 0.0
     for b in range(x.shape[0] // 32):
         dot_float(qtype, acc, row0, b, x)
         dot_float(qtype, acc1, row1, b, x)
         dot_float(qtype, acc2, row2, b, x)
         dot_float(qtype, acc3, row3, b, x)
+    for k in range(4):
+        out[r + k] = acc[32 * k : 32 * k + 32].sum()
 
 
 @njit(inline="always", **JIT)
