@@ -34,7 +34,7 @@ from nanosmol.quants.blocks import F16, Q4_0, Q8_0
 from nanosmol.quants.intdot import QuantizedVector, dequantize_row_block32, quantize_values, row_dot_block32
 from nanosmol.quants.specialize import ConstantTypes, named_for
 from nanosmol.quants.vecdot import store_f16, store_f32
-from nanosmol.simd import stack_lanes
+from nanosmol.simd import max_into16, stack_lanes
 from nanosmol.workers import n_workers, parallel_map
 
 # ConstantTypes: decode passes the cache types as constants, and only their code compiles.
@@ -248,6 +248,55 @@ def decode_slots_of_type(cache_type: int):
     return decode_slots_of_type
 
 
+@njit(nogil=True, **JIT)
+def softmax_tile(scores, positions, q_pos, top, total, correction):
+    """One tile of prefill's online softmax, in place, a score row at a time while it is in
+    L1 (numpy's passes over the whole tile ran at memory speed: a third of the 135M model's
+    pp512). scores [kv head, (query, head in its group), slot]: each becomes its weight
+    e^(score - the row's maximum so far), or 0 where the query does not see the slot (empty, or
+    at a later position). top, total: each row's maximum and sum of weights so far, brought up
+    to date; correction: what the earlier tiles' weights are to be multiplied by."""
+    n_kv, rows, m = scores.shape
+    group = rows // q_pos.shape[0]
+    in_order = positions[0] >= 0  # the slots hold consecutive positions (a prompt's cache)
+    for j in range(1, m):
+        in_order &= positions[j] == positions[0] + j
+    lanes = stack_lanes()
+    for h in range(n_kv):
+        for r in range(rows):
+            row, seen = scores[h, r], q_pos[r // group]
+            if in_order:  # the slots a query sees are a prefix of the tile
+                visible = min(max(seen - positions[0] + 1, 0), m)
+            else:
+                visible = m
+                for j in range(m):
+                    row[j] = row[j] if positions[j] >= 0 and positions[j] <= seen else HIDDEN
+            best = row_max(row, visible, lanes, top[h, r])
+            weights = np.float32(0.0)
+            for j in range(visible):
+                row[j] = exp32(row[j] - best)
+                weights += row[j]
+            row[visible:] = 0.0
+            correction[h, r] = exp32(top[h, r] - best)
+            total[h, r] = total[h, r] * correction[h, r] + weights
+            top[h, r] = best
+
+
+@njit(**INLINE)
+def row_max(row, n, lanes, start):
+    """The largest of start and row[:n], 16 lanes at a time (lanes: scratch on the stack)."""
+    lanes[:16] = start
+    whole = n - n % 16
+    for j in range(0, whole, 16):
+        max_into16(lanes, row, j)
+    best = start
+    for value in lanes[:16]:
+        best = max(best, value)
+    for value in row[whole:n]:
+        best = max(best, value)
+    return best
+
+
 def attend_batch(q, k_cache, v_cache, k_type, v_type, k_shift, slot_pos, q_pos, n_filled, n_head, head_dim, out):
     """attend() for a prompt block, through BLAS: all heads of a block of queries at once,
     over the cache one tile of KEY_TILE slots at a time (an online softmax across tiles).
@@ -269,32 +318,26 @@ def attend_batch(q, k_cache, v_cache, k_type, v_type, k_shift, slot_pos, q_pos, 
         queries = queries * scale
         if rotates(k_type):  # keys stored rotated: the queries alike
             queries = rotate_rows(queries.reshape(-1, head_dim), head_dim).reshape(queries.shape)
-        top = np.full((n_kv, n * group, 1), HIDDEN, np.float32)
-        total = np.zeros((n_kv, n * group, 1), np.float32)
+        top = np.full((n_kv, n * group), HIDDEN, np.float32)
+        total, correction = (np.zeros((n_kv, n * group), np.float32) for _ in range(2))
         mixed = np.zeros((n_kv, n * group, head_dim), np.float32)
         keys, values = (np.empty((n_kv, KEY_TILE, head_dim), np.float32) for _ in range(2))
         for first in range(0, n_filled, KEY_TILE):
-            last = min(first + KEY_TILE, n_filled)
-            positions = slot_pos[first:last]
-            hidden = (positions < 0) | (positions[None, :] > q_pos[t0:t1, None])  # [query, slot]
-            if hidden.all():
+            positions = slot_pos[first : min(first + KEY_TILE, n_filled)]
+            seen = ((positions >= 0) & (positions[None, :] <= q_pos[t0:t1, None])).any(axis=0)  # by some query
+            if not seen.any():
                 continue
-            m = last - first
+            m = np.flatnonzero(seen)[-1] + 1  # the slots after the last one seen need no scores
+            last, positions = first + m, positions[:m]
             decode_keys(k_cache, first, last, keys)
             if rotates(k_type):  # each slot's key shift back in
                 keys[:, :m] += k_shift[:, np.arange(first, last) // SPAN]
             decode_values(v_cache, first, last, values)
-            scores = np.matmul(queries, keys[:, :m].transpose(0, 2, 1)).reshape(n_kv, n, group, m)
-            scores += np.where(hidden, HIDDEN, np.float32(0.0))[None, :, None, :]
-            scores = scores.reshape(n_kv, n * group, m)
-            new_top = np.maximum(top, scores.max(axis=2, keepdims=True))
-            correction = np.exp(top - new_top)  # the earlier tiles' weights, to the new maximum
-            scores -= new_top
-            np.exp(scores, out=scores)
-            total = total * correction + scores.sum(axis=2, keepdims=True)
-            mixed = mixed * correction + np.matmul(scores, values[:, :m])
-            top = new_top
-        mixed /= total
+            scores = np.matmul(queries, keys[:, :m].transpose(0, 2, 1))
+            softmax_tile(scores, positions, q_pos[t0:t1], top, total, correction)
+            mixed *= correction[:, :, None]
+            mixed += np.matmul(scores, values[:, :m])
+        mixed /= total[:, :, None]
         if rotates(v_type):  # a weighted sum of rotated values: turned back
             mixed = rotate_rows(mixed.reshape(-1, head_dim), head_dim).reshape(mixed.shape)
         out[t0:t1] = mixed.reshape(n_kv, n, group * head_dim).transpose(1, 0, 2).reshape(n, -1)
@@ -303,5 +346,5 @@ def attend_batch(q, k_cache, v_cache, k_type, v_type, k_shift, slot_pos, q_pos, 
     if size == len(q):
         block(0)
     else:
-        parallel_map(block, range(0, len(q), size))
+        parallel_map(block, reversed(range(0, len(q), size)))  # the longest first: later queries see more
     return out

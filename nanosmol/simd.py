@@ -267,6 +267,23 @@ def float32_from_bits(typingctx, bits):
     return types.float32(types.int32), codegen
 
 
+@intrinsic
+def max_into16(typingctx, lanes, row, at):
+    """lanes[i] = max(lanes[i], row[at + i]) for i < 16, as one vector max: Numba's max() of
+    two floats stays a scalar compare and branch even in a loop with fastmath."""
+
+    def codegen(context, builder, signature, args):
+        f32x16 = ir.VectorType(ir.FloatType(), 16)
+        lanes_p = vector_at(context, builder, signature.args[0], args[0], 0, f32x16)
+        current = builder.load(lanes_p, align=4)
+        values = builder.load(vector_at(context, builder, signature.args[1], args[1], args[2], f32x16), align=4)
+        larger = builder.fcmp_ordered(">", values, current, flags=["fast"])
+        builder.store(builder.select(larger, values, current), lanes_p, align=4)
+        return context.get_dummy_value()
+
+    return types.none(lanes, row, types.int64), codegen
+
+
 def _store_scaled(signed: bool):
     @intrinsic
     def store_scaled(typingctx, out, out_at, codes, codes_at, d, m):

@@ -89,9 +89,12 @@ def per_head(x, head_dim):
     return x @ dense_rotation(head_dim, x.shape[1] // head_dim)
 
 
-def ring_positions(rng, n_past, n_q, holes):
-    """Slots holding positions in ring order (rolled, as after wrapping), some empty (-1)."""
+def ring_positions(rng, n_past, n_q, holes, in_order=False):
+    """Slots holding positions in ring order (rolled, as after wrapping), some empty (-1); or
+    in_order, slot i holding position i (a prompt's cache before it wraps)."""
     n_filled = n_past + n_q
+    if in_order:
+        return np.arange(n_filled, dtype=np.int64), np.arange(n_past, n_filled, dtype=np.int64)
     slot_pos = np.roll(np.arange(n_filled), rng.integers(0, n_filled)).astype(np.int64)
     slot_pos[rng.choice(n_filled, size=min(holes, n_past), replace=False)] = -1
     q_pos = np.arange(n_past, n_filled, dtype=np.int64)
@@ -109,7 +112,7 @@ def run(q, k_cache, v_cache, k_type, v_type, shifts, slot_pos, q_pos, n_head, he
     return attend_batch(*args)
 
 
-def check(cache_type_k, cache_type_v, n_kv, group, head_dim, n_q, n_past, holes, offset, seed, decode):
+def check(cache_type_k, cache_type_v, n_kv, group, head_dim, n_q, n_past, holes, offset, seed, decode, in_order=False):
     rng = np.random.default_rng(seed)
     n_head, n_filled = n_kv * group, n_past + n_q
     # Keys with a common part of each KV head (as real keys have), which the key shifts take off.
@@ -117,7 +120,7 @@ def check(cache_type_k, cache_type_v, n_kv, group, head_dim, n_q, n_past, holes,
     keys = keys.astype(np.float32)
     values = rng.standard_normal((n_kv, n_filled + 3, head_dim)).astype(np.float32)
     q = rng.standard_normal((n_q, n_head * head_dim)).astype(np.float32)
-    slot_pos, q_pos = ring_positions(rng, n_past, n_q, holes)
+    slot_pos, q_pos = ring_positions(rng, n_past, n_q, holes, in_order)
     slot_pos = np.concatenate([slot_pos, [-1, -1, -1]])
     k_cache, v_cache, shifts = cached(keys, values, cache_type_k, cache_type_v, prompt_then_steps(rng, n_filled + 3))
     ours = run(q, k_cache, v_cache, cache_type_k, cache_type_v, shifts, slot_pos, q_pos, n_head, head_dim, decode)
@@ -156,6 +159,8 @@ def test_decode_attention_on_each_cache_type(k, v, n_kv, group, head_dim, n_q, n
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(k=cache_types, v=cache_types, n_q=st.integers(1, 150), n_past=st.integers(0, KEY_TILE + 60), **shapes)
-def test_prefill_attention_on_each_cache_type(k, v, n_kv, group, head_dim, n_q, n_past, holes, offset, seed):
-    check(k, v, n_kv, group, head_dim, n_q, n_past, holes, offset, seed, decode=False)
+@given(k=cache_types, v=cache_types, n_q=st.integers(1, 150), n_past=st.integers(0, KEY_TILE + 60),
+       in_order=st.booleans(), **shapes)
+def test_prefill_attention_on_each_cache_type(k, v, n_kv, group, head_dim, n_q, n_past, holes, offset, seed, in_order):
+    """Slots in ring order with holes, or in order (where each query's slots are a prefix of a tile)."""
+    check(k, v, n_kv, group, head_dim, n_q, n_past, holes, offset, seed, decode=False, in_order=in_order)
