@@ -284,6 +284,43 @@ def max_into16(typingctx, lanes, row, at):
     return types.none(lanes, row, types.int64), codegen
 
 
+@intrinsic
+def abs_max32(typingctx, x, at):
+    """max |x[at + i]| for i < 32, in vector registers (a loop of abs and max stays scalar:
+    see max_into16)."""
+
+    def codegen(context, builder, signature, args):
+        f32x32, i32x32 = ir.VectorType(ir.FloatType(), 32), ir.VectorType(ir.IntType(32), 32)
+        values = builder.load(vector_at(context, builder, signature.args[0], args[0], args[1], f32x32), align=4)
+        magnitude = builder.and_(builder.bitcast(values, i32x32), ir.Constant(i32x32, [0x7FFFFFFF] * 32))
+        v = builder.bitcast(magnitude, f32x32)
+        width = 16
+        while width:  # fold the upper half onto the lower
+            pick = lambda first: ir.Constant(ir.VectorType(ir.IntType(32), width), list(range(first, first + width)))
+            low, high = builder.shuffle_vector(v, v, pick(0)), builder.shuffle_vector(v, v, pick(width))
+            v = builder.select(builder.fcmp_ordered(">", low, high, flags=["fast"]), low, high)
+            width //= 2
+        return builder.extract_element(v, ir.Constant(ir.IntType(32), 0))
+
+    return types.float32(x, types.int64), codegen
+
+
+@intrinsic
+def round_into32(typingctx, x, at, scale, q):
+    """q[at + i] = rint(x[at + i] * scale) as int8 for i < 32 (in range by the caller's
+    scale), and their sum: a block quantized in vector registers (as a loop, 3x slower)."""
+
+    def codegen(context, builder, signature, args):
+        f32x32, i32x32 = ir.VectorType(ir.FloatType(), 32), ir.VectorType(ir.IntType(32), 32)
+        values = builder.load(vector_at(context, builder, signature.args[0], args[0], args[1], f32x32), align=4)
+        scaled = builder.fmul(values, splat(builder, args[2], f32x32), flags=["fast"])
+        codes = builder.fptosi(call_llvm(builder, "llvm.rint.v32f32", f32x32, [scaled]), i32x32)
+        builder.store(builder.trunc(codes, I8x32), vector_at(context, builder, signature.args[3], args[3], args[1], I8x32), align=1)
+        return call_llvm(builder, "llvm.vector.reduce.add.v32i32", ir.IntType(32), [codes])
+
+    return types.int32(x, types.int64, types.float32, q), codegen
+
+
 def _store_scaled(signed: bool):
     @intrinsic
     def store_scaled(typingctx, out, out_at, codes, codes_at, d, m):

@@ -123,19 +123,21 @@ def test_quantize_vector_rounds_to_nearest(n_blocks, seed, magnitude):
 
 
 @settings(max_examples=10, deadline=None)
-@given(tokens=st.integers(1, 150), width=st.sampled_from([96, 512]), seed=st.integers(0, 2**32 - 1))
-def test_quantize_batch_on_workers_equals_one_pass(tokens, width, seed):
+@given(tokens=st.integers(1, 150), width=st.sampled_from([96, 512]), sizes=st.sampled_from([(32,), (256,), (32, 256)]),
+       seed=st.integers(0, 2**32 - 1))
+def test_quantize_batch_on_workers_equals_one_pass(tokens, width, sizes, seed):
     """Prefill's activations quantized in parts by the workers, into a scratch kept between
-    calls, are the one-pass result bit for bit: every field the batch fills, as far as it fills
-    it (the token-lane fields: its whole groups of 8; the 256-value ones: 256-wide rows)."""
+    calls, in the block sizes asked for, are the one-pass result bit for bit: every field the
+    batch fills, as far as it fills it (the token-lane fields: its whole groups of 8; the
+    256-value ones: 256-wide rows)."""
     X = np.random.default_rng(seed).standard_normal((tokens, width)).astype(np.float32)
     quantize_batch(np.ones((150, 512), np.float32))  # the scratch holds an earlier, larger batch
     with patch.object(quants, "SPLIT_QUANTIZATION", 0):  # split even these small batches
-        ours = quantize_batch(X)
+        ours = quantize_batch(X, sizes)
     one_pass = quantize_rows(X, QuantizedVector.empty(X.size), 0, tokens)
     whole_groups = tokens - tokens % 8
-    fields = ["q32", "d32", "s32", "d32_by_8", "s32_by_8", "q32_by_8"]
-    if width % 256 == 0:
+    fields = ["q32", "d32", "s32", "d32_by_8", "s32_by_8", "q32_by_8"] if 32 in sizes else []
+    if width % 256 == 0 and 256 in sizes:
         fields += ["q256", "d256", "sum16", "sum32", "q256_by_8", "d256_by_8", "sum32_by_8", "sum16_by_8"]
     for field in fields:
         values = whole_groups * width if field.endswith("_by_8") else X.size

@@ -111,7 +111,7 @@ def matmul_all(matrices: list[QuantMatrix], X: np.ndarray, outs: list[np.ndarray
         outs = [np.empty((X.shape[0], m.rows), np.float32) for m in matrices]
     integer = [(m, out) for m, out in zip(matrices, outs) if m.integer_products]
     if integer:
-        xq = quantize_batch(X)
+        xq = quantize_batch(X, {ACTIVATION_BLOCK[m.code] for m, _ in integer})
         for m, out in integer:
             typed_kernels.matmul_quantized(m.code)(m.raw, xq, X.shape[1], out)
     floats = [(m, out) for m, out in zip(matrices, outs) if not m.integer_products]
@@ -120,21 +120,23 @@ def matmul_all(matrices: list[QuantMatrix], X: np.ndarray, outs: list[np.ndarray
     return outs
 
 
-def quantize_batch(X: np.ndarray) -> QuantizedVector:
-    """X's rows quantized for prefill (`quantize_rows`), on every worker, 8-row groups each,
-    into this thread's scratch. (Serial and into fresh arrays, this took 8% of a 3B model's
-    prefill: 17 ms per 512 rows of 11008, 5 ms of it page faults. Split, 7.5 ms; but 64
-    rows of 576 take 0.1 ms, and handing them to the workers cost the 135M model 10-15% of
-    its pp64.)"""
+def quantize_batch(X: np.ndarray, block_sizes=(32, 256)) -> QuantizedVector:
+    """X's rows quantized for prefill (`quantize_rows`) in the activation block sizes its
+    weights take (a Q8_0 model's batch needs no blocks of 256, a Q4_K one's none of 32), on
+    every worker, 8-row groups each, into this thread's scratch. (Serial and into fresh
+    arrays, this took 8% of a 3B model's prefill: 17 ms per 512 rows of 11008, 5 ms of it
+    page faults. Split, 7.5 ms; but 64 rows of 576 take 0.1 ms, and handing them to the
+    workers cost the 135M model 10-15% of its pp64.)"""
     xq = getattr(_scratch, "xq", None)
     if xq is None or xq.q32.size < X.size:
         xq = _scratch.xq = QuantizedVector.empty(X.size)
+    sizes = 32 in block_sizes, 256 in block_sizes
     groups = -(-len(X) // 8)
     per_worker = -(-groups // n_workers())
     bounds = [(8 * g, min(len(X), 8 * (g + per_worker))) for g in range(0, groups, per_worker)]
     if len(bounds) == 1 or X.size < SPLIT_QUANTIZATION:  # else the hand-off costs more than it saves
-        return quantize_rows(X, xq, 0, len(X))
-    parallel_map(lambda b: quantize_rows(X, xq, *b), bounds)
+        return quantize_rows(X, xq, 0, len(X), *sizes)
+    parallel_map(lambda b: quantize_rows(X, xq, *b, *sizes), bounds)
     return xq
 
 

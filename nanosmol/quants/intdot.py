@@ -25,7 +25,7 @@ from nanosmol.quants.vecdot import (dot_q2_k, dot_q2_k_x8, dot_q3_k, dot_q3_k_x8
                                     row_q4_1_by_tokens, row_q4_k_by_tokens, row_q5_0_by_tokens, row_q5_1_by_tokens,
                                     row_q5_k_by_tokens, row_q6_k_by_tokens, row_q8_0_by_tokens)
 from nanosmol.quants.specialize import ConstantTypes
-from nanosmol.simd import (or_bits, stack_codes, stack_lanes, stack_token_lanes, store_scaled_codes, store_scaled_int8,
+from nanosmol.simd import (abs_max32, or_bits, round_into32, stack_codes, stack_lanes, stack_token_lanes, store_scaled_codes, store_scaled_int8,
                           unpack_nibbles16)
 
 INLINE = dict(cache=True, fastmath=True, boundscheck=False, inline="always")
@@ -61,16 +61,16 @@ class QuantizedVector(NamedTuple):
 
 
 @njit(**INLINE)
-def quantize_blocks(x, q, d, size):
-    """q = round(x / d) per block of `size`, with d = max|x| / 127 of the block."""
+def quantize_blocks(x, q, d, size, sums32):
+    """q = round(x / d) per block of `size`, with d = max|x| / 127 of the block; sums32[k] =
+    the sum of the k-th 32 of q."""
     for b in range(x.shape[0] // size):
-        x_block, q_block = x[size * b : size * b + size], q[size * b : size * b + size]  # slices vectorize
         amax = np.float32(0.0)
-        for i in range(size):
-            amax = max(amax, abs(x_block[i]))
+        for i in range(size * b, size * b + size, 32):
+            amax = max(amax, abs_max32(x, i))
         inverse = np.float32(127.0) / amax if amax > 0 else np.float32(0.0)
-        for i in range(size):
-            q_block[i] = np.int8(np.rint(x_block[i] * inverse))
+        for i in range(size * b, size * b + size, 32):
+            sums32[i // 32] = round_into32(x, i, inverse, q)
         d[b] = amax / np.float32(127.0)
 
 
@@ -85,21 +85,19 @@ def block_sums(q, sums, size):
 
 
 @njit(**INLINE)
-def quantize_values(x, v, k_quant_blocks, at=0):
+def quantize_values(x, v, k_quant_blocks, at=0, blocks32=True):
     """Quantize the values x into v from value `at` on (a whole number of blocks), in blocks of
-    32 and (if k_quant_blocks) of 256."""
+    32 (if blocks32) and of 256 (if k_quant_blocks)."""
     n, b0 = x.shape[0], at // 32
-    quantize_blocks(x, v.q32[at : at + n], v.d32[b0 : b0 + n // 32], 32)
-    block_sums(v.q32[at : at + n], v.s32[b0 : b0 + n // 32], 32)
-    # Loops, not slice arithmetic: an array stored into a slice (a[:m] *= b[:m] is one) makes
-    # Numba compile its shape-mismatch message, string formatting and all: 2 s of a cold start.
-    for b in range(b0, b0 + n // 32):
-        v.s32[b] *= v.d32[b]
-    if k_quant_blocks:
-        quantize_blocks(x, v.q256[at : at + n], v.d256[at // 256 : (at + n) // 256], 256)
-        block_sums(v.q256[at : at + n], v.sum16[at // 16 : (at + n) // 16], 16)
+    if blocks32:
+        quantize_blocks(x, v.q32[at : at + n], v.d32[b0 : b0 + n // 32], 32, v.s32[b0 : b0 + n // 32])
+        # Loops, not slice arithmetic: an array stored into a slice (a[:m] *= b[:m] is one) makes
+        # Numba compile its shape-mismatch message, string formatting and all: 2 s of a cold start.
         for b in range(b0, b0 + n // 32):
-            v.sum32[b] = v.sum16[2 * b] + v.sum16[2 * b + 1]
+            v.s32[b] *= v.d32[b]
+    if k_quant_blocks:
+        quantize_blocks(x, v.q256[at : at + n], v.d256[at // 256 : (at + n) // 256], 256, v.sum32[b0 : b0 + n // 32])
+        block_sums(v.q256[at : at + n], v.sum16[at // 16 : (at + n) // 16], 16)
     return v
 
 
@@ -111,21 +109,25 @@ def quantize_vector(x, v):
 
 
 @njit(nogil=True, **JIT)
-def quantize_rows(X, v, first, last):
+def quantize_rows(X, v, first, last, blocks32=True, blocks256=True):
     """Quantize rows first..last of X [tokens, n] (C-contiguous) into v, one after another:
-    token t's values from t * n on. No block spans two rows, as n is a whole number of
-    blocks. first is a multiple of 8, and so is last unless it is the end: each group of 8
-    rows also goes into prefill's token lanes. Without the GIL: workers take parts of X."""
+    token t's values from t * n on, in blocks of 32 and (where n allows) of 256, or only in
+    the sizes asked for (what the batch's weight types take: ACTIVATION_BLOCK). No block
+    spans two rows, as n is a whole number of blocks. first is a multiple of 8, and so is
+    last unless it is the end: each group of 8 rows also goes into prefill's token lanes.
+    Without the GIL: workers take parts of X."""
     n = X.shape[1]
-    quantize_values(X[first:last].reshape(-1), v, n % 256 == 0, first * n)
+    blocks256 = blocks256 and n % 256 == 0
+    quantize_values(X[first:last].reshape(-1), v, blocks256, first * n, blocks32)
     blocks, groups = n // 32, range(first // 8, last // 8)
-    for g in groups:  # each group of 8 rows' scales, block by block
-        for t in range(8):
-            for b in range(blocks):
-                v.d32_by_8[8 * g * blocks + 8 * b + t] = v.d32[(8 * g + t) * blocks + b]
-                v.s32_by_8[8 * g * blocks + 8 * b + t] = v.s32[(8 * g + t) * blocks + b]
-    in_token_lanes(v.q32, v.q32_by_8, groups, n)
-    if n % 256 == 0:
+    if blocks32:
+        for g in groups:  # each group of 8 rows' scales, block by block
+            for t in range(8):
+                for b in range(blocks):
+                    v.d32_by_8[8 * g * blocks + 8 * b + t] = v.d32[(8 * g + t) * blocks + b]
+                    v.s32_by_8[8 * g * blocks + 8 * b + t] = v.s32[(8 * g + t) * blocks + b]
+        in_token_lanes(v.q32, v.q32_by_8, groups, n)
+    if blocks256:
         in_token_lanes(v.q256, v.q256_by_8, groups, n)
         k_quant_sums_side_by_side(v, groups, n)
     return v
