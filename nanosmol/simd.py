@@ -10,6 +10,8 @@ and byte loops next to other reads of a block came out scalar. Each helper works
 
 from __future__ import annotations
 
+import platform
+
 import numba
 from llvmlite import ir
 from numba import njit, types
@@ -73,6 +75,38 @@ def target_has_avx2(context) -> bool:
     if features:
         return "+avx2" in features.split(",")
     return codegen._get_host_cpu_name() in AVX2_CPUS
+
+
+def target_converts_halves(context) -> bool:
+    """Whether the target converts between float32 and float16 itself: x86 with AVX2 has
+    F16C (vcvtph2ps, vcvtps2ph), aarch64 fcvt. Elsewhere LLVM would call a runtime helper
+    the JIT may not have."""
+    return target_has_avx2(context) or platform.machine() in ("aarch64", "arm64")
+
+
+@intrinsic
+def converts_halves(typingctx):
+    """target_converts_halves as a constant of the compiled code (its other branch is dropped)."""
+
+    def codegen(context, builder, signature, args):
+        return ir.Constant(ir.IntType(1), int(target_converts_halves(context)))
+
+    return types.boolean(), codegen
+
+
+@intrinsic
+def store_halves32(typingctx, out, o, x, at):
+    """The bytes out[o : o + 64] = x[at : at + 32] as float16, rounded to the nearest (ties to
+    even, as numpy's astype): one vector conversion, only where converts_halves()."""
+
+    def codegen(context, builder, signature, args):
+        f32x32, i16x32 = ir.VectorType(ir.FloatType(), 32), ir.VectorType(ir.IntType(16), 32)
+        values = builder.load(vector_at(context, builder, signature.args[2], args[2], args[3], f32x32), align=4)
+        bits = builder.bitcast(builder.fptrunc(values, ir.VectorType(ir.HalfType(), 32)), i16x32)
+        builder.store(bits, vector_at(context, builder, signature.args[0], args[0], args[1], i16x32), align=1)
+        return context.get_dummy_value()
+
+    return types.none(out, types.int64, x, types.int64), codegen
 
 
 # CPUs whose LLVM defaults include 256-bit VNNI (AVX-512 VNNI with VL, or AVX-VNNI).

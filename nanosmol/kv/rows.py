@@ -18,6 +18,7 @@ from numba import njit, types
 from numba.extending import intrinsic
 
 from nanosmol.quants.blocks import F16, F16_TO_F32, F32, Q4_0, Q8_0
+from nanosmol.simd import converts_halves, store_halves32
 
 # Small helpers inline; the Q4_0 quantizer and its refinement are called: inlined, store_kv
 # carried a copy per call site for every cache type (15 s of a cold start).
@@ -162,8 +163,12 @@ def quantize_row(qtype, x, out):
             quantize_q4_0(x[32 * b : 32 * b + 32], out, 18 * b)
             refine_q4_0(x[32 * b : 32 * b + 32], out, 18 * b)
     elif qtype == F16:
-        for j in range(x.shape[0]):
-            put_u16(out, 2 * j, f16_bits(x[j]))
+        if converts_halves():  # 32 at a time (vcvtps2ph, fcvt): the scalar loop took 4% of a prefill
+            for b in range(x.shape[0] // 32):
+                store_halves32(out, 64 * b, x, 32 * b)
+        else:
+            for j in range(x.shape[0]):
+                put_u16(out, 2 * j, f16_bits(x[j]))
     else:  # F32
         for j in range(x.shape[0]):
             bits = float_bits(x[j])
