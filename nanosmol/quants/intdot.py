@@ -25,8 +25,8 @@ from nanosmol.quants.vecdot import (dot_q2_k, dot_q2_k_x8, dot_q3_k, dot_q3_k_x8
                                     row_q4_1_by_tokens, row_q4_k_by_tokens, row_q5_0_by_tokens, row_q5_1_by_tokens,
                                     row_q5_k_by_tokens, row_q6_k_by_tokens, row_q8_0_by_tokens)
 from nanosmol.quants.specialize import ConstantTypes
-from nanosmol.simd import (abs_max32, or_bits, round_into32, stack_codes, stack_lanes, stack_token_lanes, store_scaled_codes, store_scaled_int8,
-                          unpack_nibbles16)
+from nanosmol.simd import (abs_max32, or_bits, round_into32, stack_codes, stack_lanes, stack_token_lanes,
+                          store_scaled_codes, store_scaled_int8, unpack_nibbles16)
 
 INLINE = dict(cache=True, fastmath=True, boundscheck=False, inline="always")
 JIT = dict(cache=True, fastmath=True, boundscheck=False)
