@@ -77,11 +77,14 @@ def target_has_avx2(context) -> bool:
     return codegen._get_host_cpu_name() in AVX2_CPUS
 
 
+ON_AARCH64 = platform.machine() in ("aarch64", "arm64")  # where fcvt converts float16 both ways
+
+
 def target_converts_halves(context) -> bool:
     """Whether the target converts between float32 and float16 itself: x86 with AVX2 has
     F16C (vcvtph2ps, vcvtps2ph), aarch64 fcvt. Elsewhere LLVM would call a runtime helper
     the JIT may not have."""
-    return target_has_avx2(context) or platform.machine() in ("aarch64", "arm64")
+    return target_has_avx2(context) or ON_AARCH64
 
 
 @intrinsic

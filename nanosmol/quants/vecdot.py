@@ -29,16 +29,15 @@ decode ones through the matmul tests.
 from __future__ import annotations
 
 import functools
-import platform
 
 from llvmlite import binding as llvm_binding, ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from nanosmol.simd import (I8x32, I16x16, I16x32, I32x8, I32x16, call_llvm, dot4_neon, dot4_sdot, dot_bytes_vnni,
-                           dot_pairs_vnni, even_odd, madd_neon, madd_portable, madd_sdot, madd_x86, splat, target_aarch64,
-                           target_has_avx2, target_has_vnni, vector_at)
+from nanosmol.simd import (ON_AARCH64, I8x32, I16x16, I16x32, I32x8, I32x16, call_llvm, dot4_neon, dot4_sdot,
+                           dot_bytes_vnni, dot_pairs_vnni, even_odd, madd_neon, madd_portable, madd_sdot, madd_x86, splat,
+                           target_aarch64, target_has_avx2, target_has_vnni, vector_at)
 
 I8, I16, I32 = ir.IntType(8), ir.IntType(16), ir.IntType(32)
 llvm_binding.initialize_native_asmparser()  # for the one instruction written as inline assembly (spread)
@@ -59,7 +58,7 @@ class _Block:
         self.aarch64 = None if portable else target_aarch64(context)  # "dotprod", "neon" or None
         if self.aarch64:
             self.madd = madd_sdot if self.aarch64 == "dotprod" else madd_neon
-        self.native_halves = self.x86 or platform.machine() in ("aarch64", "arm64")  # F16C / fcvt
+        self.native_halves = self.x86 or ON_AARCH64  # F16C / fcvt
 
     def halves(self, byte_index, n: int):
         """The n fp16 values at row[byte_index] as <n x float>.
