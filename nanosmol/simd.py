@@ -322,6 +322,21 @@ def max_into16(typingctx, lanes, row, at):
 
 
 @intrinsic
+def prefetch(typingctx, array, at):
+    """Ask for the cache line holding element `at` of the array (flat index, any shape), to be
+    read soon. A hint: no bounds check, and it never faults."""
+
+    def codegen(context, builder, signature, args):
+        i8, i32 = ir.IntType(8), ir.IntType(32)
+        address = vector_at(context, builder, signature.args[0], args[0], args[1], i8)
+        read, keep, data = ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)
+        call_llvm(builder, "llvm.prefetch.p0i8", ir.VoidType(), [address, read, keep, data])
+        return context.get_dummy_value()
+
+    return types.none(array, types.int64), codegen
+
+
+@intrinsic
 def abs_max32(typingctx, x, at):
     """max |x[at + i]| for i < 32, in vector registers (a loop of abs and max stays scalar:
     see max_into16)."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
+import mmap
+from contextlib import contextmanager
 from unittest.mock import patch
 
 import numba
@@ -22,6 +25,7 @@ from nanosmol.quants.synthetic import SCALE_OFFSETS, random_blocks
 
 TYPES = sorted(SUPPORTED_TYPES, key=lambda t: t.name)
 assert set(TYPES) == set(SCALE_OFFSETS) | {T.F32, T.F16, T.BF16}
+INT_TYPES = [t for t in TYPES if int(t) in ACTIVATION_BLOCK]
 
 EXAMPLES = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -103,6 +107,33 @@ def test_matvec_on_wide_rows_matches_float64(qtype, rows, seed):
     assert_product_close(m.matvec(x), W, matvec_input(qtype, x))
 
 
+@contextmanager
+def before_a_guard_page(raw: np.ndarray):
+    """raw's bytes copied to where a page the process may not touch (PROT_NONE) begins."""
+    page, libc = mmap.PAGESIZE, ctypes.CDLL(None, use_errno=True)
+    pad = -raw.nbytes % page
+    data = np.frombuffer(mmap.mmap(-1, pad + raw.nbytes + page), np.uint8)  # unmapped when no view is left
+    data[pad : pad + raw.nbytes] = raw.reshape(-1)
+    guard = ctypes.c_void_p(data.ctypes.data + pad + raw.nbytes)
+    assert libc.mprotect(guard, page, 0) == 0  # PROT_NONE
+    try:
+        yield data[pad : pad + raw.nbytes]
+    finally:
+        libc.mprotect(guard, page, mmap.PROT_READ | mmap.PROT_WRITE)
+
+
+@pytest.mark.parametrize("qtype", INT_TYPES, ids=lambda t: t.name)
+def test_matvec_before_a_guard_page(qtype):
+    """Decode asks for the cache lines PREFETCH_BYTES past each block, which past the last row
+    of a file's last matrix lie outside the mapping: a hint, which must neither fault nor
+    change a value. (A real load there ends the process.)"""
+    raw = random_blocks(qtype, 5, 3, np.random.default_rng(int(qtype)))
+    with before_a_guard_page(raw) as data:
+        m = QuantMatrix(data, qtype, 5, 3 * block_geometry(qtype)[0], name="w")
+        x = np.random.default_rng(1).standard_normal(m.cols).astype(np.float32)
+        assert_product_close(m.matvec(x), oracle(qtype, raw), matvec_input(qtype, x))
+
+
 @settings(max_examples=50, deadline=None)
 @given(n_blocks=st.integers(1, 12), seed=st.integers(0, 2**32 - 1),
        magnitude=st.sampled_from([0.0, 1e-6, 1.0, 1e4]))
@@ -164,8 +195,6 @@ def test_matmul_matches_float64(qtype, n, rows, seed):
     # Quantized weights meet each row of X rounded to int8, as in a matvec; float ones X itself.
     assert_product_close(out.T, W, np.stack([matvec_input(qtype, x) for x in X]).T)
 
-
-INT_TYPES = [t for t in TYPES if int(t) in ACTIVATION_BLOCK]
 
 
 @pytest.mark.parametrize("qtype", INT_TYPES, ids=lambda t: t.name)
