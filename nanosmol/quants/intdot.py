@@ -35,9 +35,9 @@ JIT = dict(cache=True, fastmath=True, boundscheck=False)
 # Decode reads each weight row once, from memory. With only the hardware prefetchers to fetch
 # ahead, two threads streamed the 3B shapes at 13-19 GB/s on a Zen 3 host where plain reads
 # run at 20-31: each block loop therefore also asks for the bytes PREFETCH_BYTES ahead of the
-# block it multiplies (into the next rows at a row's end). Interleaved on that host, 2
-# threads: Q4_K 16-17 -> 18-21 GB/s, Q6_K 18-19 -> 20-23, Q3_K 14 -> 15-17, and 3b-q4km
-# decode 7-8 -> 8.6-9.4 tok/s; 4096 bytes ahead measured about the same, noisier.
+# block it multiplies (into the next rows at a row's end). On that host, 2 threads, the
+# versions taking turns: Q4_K 15-17 -> 16-21 GB/s, Q6_K 15-19 -> 19-24, Q3_K 13-14 -> 14-17,
+# and 3b-q4km decode 7.2-7.5 -> 8.9-9.9 tok/s; 4096 bytes ahead measured about the same, noisier.
 PREFETCH_BYTES = 2048
 
 
