@@ -196,7 +196,6 @@ def test_matmul_matches_float64(qtype, n, rows, seed):
     assert_product_close(out.T, W, np.stack([matvec_input(qtype, x) for x in X]).T)
 
 
-
 @pytest.mark.parametrize("qtype", INT_TYPES, ids=lambda t: t.name)
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(n=st.integers(2, 27), rows=st.integers(1, 40), n_blocks=st.integers(1, 3), seed=st.integers(0, 2**32 - 1))

@@ -373,8 +373,9 @@ def dequantize_row_k4(row, out, five_bits):
 def row_dots_q6_k(row, v, n, at, acc):
     """Decode: Q6_K: ql[128], qh[64], scales[16] (int8, one per 16 values), d (f16); code - 32."""
     for blk in range(n // 256):
-        prefetch_ahead(row, 210 * blk, 210)
-        dot_q6_k(acc, row, 210 * blk, v.q256, at + 256 * blk, n, v.sum16, v.d256)
+        o = 210 * blk
+        prefetch_ahead(row, o, 210)
+        dot_q6_k(acc, row, o, v.q256, at + 256 * blk, n, v.sum16, v.d256)
 
 
 @njit(**INLINE)
@@ -382,18 +383,18 @@ def row_dots_low_k(qtype, row, v, n, at, tokens, acc):
     """Q2_K (84-byte blocks) and Q3_K (110): 2-bit codes, scales per 16 values."""
     block_bytes = 84 if qtype == Q2_K else 110
     for blk in range(n // 256):
-        x = at + 256 * blk
+        o, x = block_bytes * blk, at + 256 * blk
         if tokens == 1:  # decode: the row streams from memory
-            prefetch_ahead(row, block_bytes * blk, block_bytes)
+            prefetch_ahead(row, o, block_bytes)
         if qtype == Q2_K:
             if tokens == 1:
-                dot_q2_k(acc, row, 84 * blk, v.q256, x, n, v.sum16, v.d256)
+                dot_q2_k(acc, row, o, v.q256, x, n, v.sum16, v.d256)
             else:
-                dot_q2_k_x8(acc, row, 84 * blk, v.q256, x, n, v.sum16, v.d256)
+                dot_q2_k_x8(acc, row, o, v.q256, x, n, v.sum16, v.d256)
         elif tokens == 1:
-            dot_q3_k(acc, row, 110 * blk, v.q256, x, n, v.sum16, v.d256)
+            dot_q3_k(acc, row, o, v.q256, x, n, v.sum16, v.d256)
         else:
-            dot_q3_k_x8(acc, row, 110 * blk, v.q256, x, n, v.sum16, v.d256)
+            dot_q3_k_x8(acc, row, o, v.q256, x, n, v.sum16, v.d256)
 
 
 # The weight types whose matrix-vector products run here (F32/F16/BF16: float lanes in kernels.py),
