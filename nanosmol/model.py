@@ -71,9 +71,12 @@ class LayerStack(NamedTuple):
                    np.stack([l.attn_norm for l in layers]), np.stack([l.ffn_norm for l in layers]),
                    np.array([l.use_rope for l in layers]))
 
-    def role_types(self) -> tuple[int, ...]:
-        """Each matrix's type where all layers share it, else MIXED: what decode compiles for."""
-        return tuple(int(codes[0]) if (codes == codes[0]).all() else MIXED for codes in self.qtypes.T)
+    def role_types(self) -> tuple[tuple[int, int], ...]:
+        """What decode compiles each matrix role for: the two types its layers hold (llama.cpp's
+        mixes give attn_v and ffn_down more bits in some layers), the same one twice where all
+        share it, (MIXED, MIXED) where they hold more."""
+        kinds = [sorted({int(code) for code in codes}) for codes in self.qtypes.T]
+        return tuple((k[0], k[-1]) if len(k) <= 2 else (MIXED, MIXED) for k in kinds)
 
 
 @intrinsic
@@ -248,38 +251,97 @@ class Transformer:
             x += layer.w_down.matmul(gate)
 
 
-MIXED = -1  # a matrix whose type differs between layers: decode reads it per layer
+MIXED = -1  # a role whose layers hold more than two types (no llama.cpp mix does)
 DECODE = dict(cache=True, fastmath=True, boundscheck=False)
 
 
 @cache
-def decoder(role_types: tuple[int, ...], cache_types: tuple[int, int]):
-    """decode_layers compiled for the types of wq, wk, wv, wo, w_gate, w_up and w_down (as
-    LayerStack.role_types gives them) and of the cache's keys and values: each a constant, so
-    that only its kernels compile."""
+def decoder(role_types: tuple[tuple[int, int], ...], cache_types: tuple[int, int]):
+    """decode_layers compiled for the types of wq, wk, wv, wo, w_gate, w_up and w_down (a pair
+    each, as LayerStack.role_types gives them) and of the cache's keys and values: each a
+    constant, so that only its kernels compile. Where a role is MIXED, every matrix takes its
+    layer's type at run time (`generic`)."""
 
     tq, tk, tv, to, tg, tu, td = role_types
     k_type, v_type = cache_types
+    generic = MIXED in sum(role_types, ())
 
     @njit(**DECODE)
-    @named_for(role_types + cache_types)
+    @named_for(sum(role_types, ()) + cache_types)
     def decode_layers_of_types(x, w, k_cache, v_cache, shifts, slot_pos, slots, positions, n_filled, cos, sin, eps,
                                n_head, head_dim, s):
-        decode_layers(tq, tk, tv, to, tg, tu, td, x, w, k_cache, v_cache, k_type, v_type, shifts, slot_pos, slots,
-                      positions, n_filled, cos, sin, eps, n_head, head_dim, s)
+        decode_layers(tq, tk, tv, to, tg, tu, td, generic, x, w, k_cache, v_cache, k_type, v_type, shifts, slot_pos,
+                      slots, positions, n_filled, cos, sin, eps, n_head, head_dim, s)
 
     return decode_layers_of_types
 
 
+# Given a runtime type, a kernel compiles and dispatches every type's code, and ran 2-6x
+# slower than given a constant (SmolLM2-135M's Q5_0 rows: 1.4 against 8.5 GB/s). So each
+# call below passes its layer's type as one of its role's two constants, picked by a branch.
+
+
 @njit(inline="always")
-def layer_type(role_type, per_layer):
-    """A matrix's type: the constant one of its role, else its layer's."""
-    return per_layer if role_type == MIXED else role_type
+def layer_type(role_type, per_layer, generic):
+    """The constant role_type, or the layer's type read at run time in a generic decoder.
+    (`generic` is a constant that Numba prunes on; a test of role_type itself, an element
+    of a tuple, it would not prune, and every call would become generic.)"""
+    return per_layer if generic else role_type
 
 
 @njit(inline="always", **DECODE)
-def decode_layers(tq, tk, tv, to, tg, tu, td, x, w, k_cache, v_cache, k_type, v_type, shifts, slot_pos, slots,
-                  positions, n_filled, cos, sin, eps, n_head, head_dim, s):
+def matvec_of_layer(role, generic, per_layer, w, x, xq, out):
+    if per_layer == role[0]:
+        matvec(layer_type(role[0], per_layer, generic), w, x, xq, out)
+    else:
+        matvec(layer_type(role[1], per_layer, generic), w, x, xq, out)
+
+
+@njit(inline="always", **DECODE)
+def qkv_of_layer(tq, tk, tv, generic, t, wq, q, wk, k, wv, v, x, xq):
+    """matvec_qkv with the layer's three types as constants: q's picked here, then k's and v's."""
+    if t[WQ] == tq[0]:
+        kv_of_layer(layer_type(tq[0], t[WQ], generic), tk, tv, generic, t, wq, q, wk, k, wv, v, x, xq)
+    else:
+        kv_of_layer(layer_type(tq[1], t[WQ], generic), tk, tv, generic, t, wq, q, wk, k, wv, v, x, xq)
+
+
+@njit(inline="always", **DECODE)
+def kv_of_layer(q_type, tk, tv, generic, t, wq, q, wk, k, wv, v, x, xq):
+    if t[WK] == tk[0]:
+        v_of_layer(q_type, layer_type(tk[0], t[WK], generic), tv, generic, t, wq, q, wk, k, wv, v, x, xq)
+    else:
+        v_of_layer(q_type, layer_type(tk[1], t[WK], generic), tv, generic, t, wq, q, wk, k, wv, v, x, xq)
+
+
+@njit(inline="always", **DECODE)
+def v_of_layer(q_type, k_type, tv, generic, t, wq, q, wk, k, wv, v, x, xq):
+    if t[WV] == tv[0]:
+        matvec_qkv(q_type, wq, q, k_type, wk, k, layer_type(tv[0], t[WV], generic), wv, v, x, xq)
+    else:
+        matvec_qkv(q_type, wq, q, k_type, wk, k, layer_type(tv[1], t[WV], generic), wv, v, x, xq)
+
+
+@njit(inline="always", **DECODE)
+def swiglu_of_layer(tg, tu, generic, t, w_gate, w_up, x, xq, out, up):
+    """matvec_swiglu with the layer's gate and up types as constants."""
+    if t[GATE] == tg[0]:
+        up_of_layer(layer_type(tg[0], t[GATE], generic), tu, generic, t, w_gate, w_up, x, xq, out, up)
+    else:
+        up_of_layer(layer_type(tg[1], t[GATE], generic), tu, generic, t, w_gate, w_up, x, xq, out, up)
+
+
+@njit(inline="always", **DECODE)
+def up_of_layer(gate_type, tu, generic, t, w_gate, w_up, x, xq, out, up):
+    if t[UP] == tu[0]:
+        matvec_swiglu(gate_type, w_gate, layer_type(tu[0], t[UP], generic), w_up, x, xq, out, up)
+    else:
+        matvec_swiglu(gate_type, w_gate, layer_type(tu[1], t[UP], generic), w_up, x, xq, out, up)
+
+
+@njit(inline="always", **DECODE)
+def decode_layers(tq, tk, tv, to, tg, tu, td, generic, x, w, k_cache, v_cache, k_type, v_type, shifts, slot_pos,
+                  slots, positions, n_filled, cos, sin, eps, n_head, head_dim, s):
     """The layers of _prefill_layers for one token x [1, n_embd], compiled whole.
 
     A SmolLM2-135M step has under 10 ms; dispatching its 400 small ops from Python took a
@@ -291,21 +353,20 @@ def decode_layers(tq, tk, tv, to, tg, tu, td, x, w, k_cache, v_cache, k_type, v_
         t = w.qtypes[il]
         rmsnorm(x, w.attn_norm[il], eps, s.h)
         xq = quantize_vector(s.h[0], s.xq)
-        matvec_qkv(layer_type(tq, t[WQ]), layer_matrix(w, il, WQ), s.q[0], layer_type(tk, t[WK]),
-                   layer_matrix(w, il, WK), s.k[0], layer_type(tv, t[WV]), layer_matrix(w, il, WV), s.v[0], s.h[0], xq)
+        qkv_of_layer(tq, tk, tv, generic, t, layer_matrix(w, il, WQ), s.q[0], layer_matrix(w, il, WK), s.k[0],
+                     layer_matrix(w, il, WV), s.v[0], s.h[0], xq)
         if w.use_rope[il]:
             rope_inplace(s.q, n_head, head_dim, cos, sin)
             rope_inplace(s.k, n_head_kv, head_dim, cos, sin)
         store_kv(k_cache[il], v_cache[il], k_type, v_type, s.k, s.v, slots, head_dim, shifts, il)
         attend(s.q, k_cache[il], v_cache[il], k_type, v_type, shifts.vectors[il], slot_pos, positions, n_filled, n_head,
                head_dim, s.attn, s.attention)
-        matvec(layer_type(to, t[WO]), layer_matrix(w, il, WO), s.attn[0], quantize_vector(s.attn[0], s.xq), s.out[0])
+        matvec_of_layer(to, generic, t[WO], layer_matrix(w, il, WO), s.attn[0], quantize_vector(s.attn[0], s.xq), s.out[0])
         x += s.out
         rmsnorm(x, w.ffn_norm[il], eps, s.h)
         xq = quantize_vector(s.h[0], s.xq)
-        matvec_swiglu(layer_type(tg, t[GATE]), layer_matrix(w, il, GATE), layer_type(tu, t[UP]),
-                      layer_matrix(w, il, UP), s.h[0], xq, s.gate, s.up)
-        matvec(layer_type(td, t[DOWN]), layer_matrix(w, il, DOWN), s.gate, quantize_vector(s.gate, s.xq), s.out[0])
+        swiglu_of_layer(tg, tu, generic, t, layer_matrix(w, il, GATE), layer_matrix(w, il, UP), s.h[0], xq, s.gate, s.up)
+        matvec_of_layer(td, generic, t[DOWN], layer_matrix(w, il, DOWN), s.gate, quantize_vector(s.gate, s.xq), s.out[0])
         x += s.out
 
 

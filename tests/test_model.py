@@ -155,6 +155,33 @@ def test_decode_rescores_its_top_logits_exactly(name):
     assert logits.argmax() == exact.argmax()
 
 
+def test_decode_compiles_each_role_for_the_types_its_layers_hold():
+    """One type, or two (llama.cpp's mixes give some layers' attn_v and ffn_down more bits),
+    become constants; more than two, a run-time type (MIXED)."""
+    from nanosmol.model import MIXED, LayerStack
+
+    q4_k, q6_k, q8_0 = 12, 14, 8
+    roles = np.array([[q4_k, q4_k, q6_k, q4_k, q4_k, q4_k, q8_0],
+                      [q4_k, q4_k, q4_k, q4_k, q4_k, q4_k, q6_k],
+                      [q4_k, q4_k, q6_k, q4_k, q4_k, q4_k, q4_k]])
+    stack = LayerStack(roles, *[None] * 5)
+    assert stack.role_types() == ((q4_k, q4_k),) * 2 + ((q4_k, q6_k),) + ((q4_k, q4_k),) * 3 + ((MIXED, MIXED),)
+
+
+def test_generic_decode_step_equals_the_one_compiled_for_the_types():
+    """A file whose role holds more than two types decodes through kernels given its layers'
+    types at run time: the same kernels, the same logits as the step compiled for the types."""
+    from nanosmol.model import MIXED, decoder
+
+    tokens = CASES[0][2][:6]
+    model = nanosmol.load(MICRO / "micro-smollm3-Q4_K_M.gguf", n_ctx=64)
+    tr = model.transformer
+    assert (MIXED, MIXED) not in tr.stack.role_types() and len(set(tr.stack.role_types())) > 1
+    typed = decode_stepwise(model, tokens, split=2)
+    tr.decode_layers = decoder(((MIXED, MIXED),) * 7, (tr.cache.k_type, tr.cache.v_type))
+    np.testing.assert_array_equal(decode_stepwise(model, tokens, split=2), typed)
+
+
 # Largest logit error of each KV cache type against the f32 cache, over the logits' range, with
 # float weights (measured: f16 2.8e-4, q8_0 7.5e-3, q4_0 0.13 on these random-weight models).
 # With quantized weights a cache's rounding also flips int8 activation roundings: up to ~3%.
