@@ -208,6 +208,22 @@ def test_matmul_rows_equal_matvecs(qtype, n, rows, n_blocks, seed):
     np.testing.assert_allclose(m.matmul(X), expected, rtol=1e-5, atol=1e-6 * float(np.abs(expected).max()))
 
 
+@pytest.mark.parametrize("qtype", INT_TYPES, ids=lambda t: t.name)
+@pytest.mark.parametrize("n", [3, 11, 12, 15, 16])
+def test_matmul_tail_padded_or_one_by_one_equals_matvecs(qtype, n):
+    """A batch's tokens past its groups of 8 go one by one (3, 11) or, from PADDED_TAIL on,
+    through the lanes beside zero rows (12, 15); the zero rows write nothing (out is exactly n
+    rows, and each equals the matvec), nor does an empty tail (16)."""
+    assert quants.lane_tokens(n) == {3: 0, 11: 8, 12: 16, 15: 16, 16: 16}[n]
+    m, _ = matrix(qtype, 21, 2, int(qtype))
+    X = np.random.default_rng(n).standard_normal((n, m.cols)).astype(np.float32)
+    expected = np.stack([m.matvec(x) for x in X])
+    out = np.full((n + 1, m.rows), np.nan, np.float32)
+    matmul_all([m], X, [out[:n]])
+    np.testing.assert_allclose(out[:n], expected, rtol=1e-5, atol=1e-6 * float(np.abs(expected).max()))
+    assert np.isnan(out[n]).all()
+
+
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(types=st.lists(st.sampled_from(TYPES), min_size=1, max_size=3),
        rows=st.lists(st.sampled_from([1, 5, 64, TILE_ROWS + 7]), min_size=3, max_size=3),

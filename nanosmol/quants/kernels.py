@@ -138,40 +138,32 @@ def matvec_swiglu(t_gate, w_gate, t_up, w_up, x, xq, out, up):
 
 
 @njit(parallel=True, **JIT)
-def matmul_quantized(qtype, w, xq, n, out):
+def matmul_quantized(qtype, w, xq, n, out, lanes):
     """out[t] = W @ x_t for the rows x_t [n] of a batch quantized in xq (`quantize_rows`).
 
     Prefill's products, in integers as decode's: a task takes ROWS_PER_TASK weight rows
     through the whole batch, PREFILL_TOKENS activation rows at a time, so each weight block
-    is unpacked once per PREFILL_TOKENS tokens while its rows stay in the core's cache.
+    is unpacked once per PREFILL_TOKENS tokens while its rows stay in the core's cache. The
+    first `lanes` tokens (a multiple of PREFILL_TOKENS) go that way; where lanes passes the
+    batch's end, xq holds zero rows there (`padded_tail`) and only the batch's are written.
+    The tokens after lanes go one at a time.
     """
     n_tokens = out.shape[0]
-    whole = n_tokens - n_tokens % PREFILL_TOKENS
     for task in prange(n_tasks(w)):
         acc = stack_token_lanes()
         first, last = task_rows(w, task)
-        if qtype in TOKEN_LANE_TYPES:
-            tokens_in_lanes(qtype, w, xq, n, out, whole, first, last, acc)
-        else:
-            for t0 in range(0, whole, PREFILL_TOKENS):
-                for r in range(first, last):
+        for t0 in range(0, lanes, PREFILL_TOKENS):
+            for r in range(first, last):
+                if qtype in TOKEN_LANE_TYPES:
+                    row_by_tokens(qtype, w[r], xq, n, t0 * n, acc)
+                else:
                     row_dots(qtype, w[r], xq, n, t0 * n, PREFILL_TOKENS, acc)
-                    for t in range(PREFILL_TOKENS):
-                        out[t0 + t, r] = acc[t]
-        for t in range(whole, n_tokens):
+                for t in range(min(PREFILL_TOKENS, n_tokens - t0)):
+                    out[t0 + t, r] = acc[t]
+        for t in range(lanes, n_tokens):
             for r in range(first, last):
                 out[t, r] = row_dot(qtype, w[r], xq, n, t * n)
     return out
-
-
-@njit(inline="always", **JIT)
-def tokens_in_lanes(qtype, w, xq, n, out, whole, first, last, acc):
-    """Rows first..last against the first `whole` tokens, 8 at a time in the vector lanes."""
-    for t0 in range(0, whole, PREFILL_TOKENS):
-        for r in range(first, last):
-            row_by_tokens(qtype, w[r], xq, n, t0 * n, acc)
-            for t in range(PREFILL_TOKENS):
-                out[t0 + t, r] = acc[t]
 
 
 @njit(**JIT)

@@ -30,8 +30,8 @@ def matvec(qtype: int):
 def matmul_quantized(qtype: int):
     @njit(**ENTRY)
     @named_for((qtype,))
-    def matmul_quantized_of_type(w, xq, n, out):
-        return kernels.matmul_quantized(qtype, w, xq, n, out)
+    def matmul_quantized_of_type(w, xq, n, out, lanes):
+        return kernels.matmul_quantized(qtype, w, xq, n, out, lanes)
 
     return matmul_quantized_of_type
 
