@@ -361,12 +361,15 @@ def decode_layers(tq, tk, tv, to, tg, tu, td, generic, x, w, k_cache, v_cache, k
         store_kv(k_cache[il], v_cache[il], k_type, v_type, s.k, s.v, slots, head_dim, shifts, il)
         attend(s.q, k_cache[il], v_cache[il], k_type, v_type, shifts.vectors[il], slot_pos, positions, n_filled, n_head,
                head_dim, s.attn, s.attention)
-        matvec_of_layer(to, generic, t[WO], layer_matrix(w, il, WO), s.attn[0], quantize_vector(s.attn[0], s.xq), s.out[0])
+        matvec_of_layer(to, generic, t[WO], layer_matrix(w, il, WO), s.attn[0], quantize_vector(s.attn[0], s.xq),
+                        s.out[0])
         x += s.out
         rmsnorm(x, w.ffn_norm[il], eps, s.h)
         xq = quantize_vector(s.h[0], s.xq)
-        swiglu_of_layer(tg, tu, generic, t, layer_matrix(w, il, GATE), layer_matrix(w, il, UP), s.h[0], xq, s.gate, s.up)
-        matvec_of_layer(td, generic, t[DOWN], layer_matrix(w, il, DOWN), s.gate, quantize_vector(s.gate, s.xq), s.out[0])
+        swiglu_of_layer(tg, tu, generic, t, layer_matrix(w, il, GATE), layer_matrix(w, il, UP), s.h[0], xq, s.gate,
+                        s.up)
+        matvec_of_layer(td, generic, t[DOWN], layer_matrix(w, il, DOWN), s.gate, quantize_vector(s.gate, s.xq),
+                        s.out[0])
         x += s.out
 
 
