@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from hadamard import dense_rotation
+from reference import int8_rounded
 
 from nanosmol.attention import CHUNK, KEY_TILE, AttentionScratch, attend, attend_batch
 from nanosmol.kv.cache import store_kv
@@ -45,17 +46,6 @@ def float64_attention(q, keys, values, slot_pos, q_pos, n_head, head_dim, shift_
             weights = np.exp((scores - scores.max()) / np.sqrt(head_dim))
             out[t, head] = weights @ v / weights.sum()
     return out
-
-
-def int8_rounded(x):
-    """x as the kernels quantize activations: blocks of 32, q = rint(x * (127 / max|x|)) in
-    float32, times d = max|x| / 127. (Dividing by d instead rounds a value near a half the
-    other way now and then; one query code off moved a 133-slot attention output by 1e-3.)"""
-    blocks = x.reshape(-1, 32).astype(np.float32)
-    amax = np.abs(blocks).max(axis=1, keepdims=True)
-    with np.errstate(divide="ignore"):
-        inverse = np.where(amax > 0, np.float32(127) / amax, np.float32(0)).astype(np.float32)
-    return (np.rint(blocks * inverse) * (amax / np.float32(127))).reshape(x.shape).astype(np.float32)
 
 
 def cached(keys, values, k_type, v_type, batches):
@@ -131,12 +121,12 @@ def check(cache_type_k, cache_type_v, n_kv, group, head_dim, n_q, n_past, holes,
         # Stored rotated less their span's shift: the query meets them rotated (in int8 in decode,
         # in float against prefill's decoded tiles), and the shifts in float.
         rotated = per_head(q, head_dim)
-        query = int8_rounded(rotated.astype(np.float32)) if decode else rotated
+        query = int8_rounded(rotated, 32).astype(np.float32) if decode else rotated
         key_shifts = shifts.vectors[0][:, np.arange(n_filled + 3) // SPAN]
         stored = float64_attention(query, stored_keys, as_stored(v_cache, cache_type_v, head_dim), slot_pos, q_pos,
                                    n_head, head_dim, rotated, key_shifts)
     else:  # decode scores q8_0 keys against the query in int8
-        query = int8_rounded(q) if decode and cache_type_k == "q8_0" else q
+        query = int8_rounded(q, 32).astype(np.float32) if decode and cache_type_k == "q8_0" else q
         stored = float64_attention(query, stored_keys, as_stored(v_cache, cache_type_v, head_dim), slot_pos, q_pos,
                                    n_head, head_dim)
     stored = per_head(stored, head_dim) if cache_type_v in ROTATED else stored
