@@ -3,7 +3,9 @@
 Both engines load the same file with the same threads; every test runs nanosmol then llama.cpp
 (alternating who goes first), for --rounds rounds, and the table gives medians and their
 ratio, the GB/s of weights each decode streams and its share of the host's read bandwidth
-(measured here, first), and the GFLOP/s of each prefill (2 x weights x tokens). The test
+(measured here, first), and the GFLOP/s of each prefill (2 x weights x tokens) with its share
+of the host's compute peak for the file's main weight type (tools/peak.py, measured here
+too: the int8 step, llama.cpp's Q8_0 sign trick, or float FMAs). The test
 `chat` is the time to the first token of a fresh chat turn in milliseconds: nanosmol renders
 the file's template around a system prompt and one question, tokenizes, prefills and picks
 the token; llama.cpp prefills the same token ids and picks the token.
@@ -117,15 +119,29 @@ def run_test(engine, test: str, vocab: int, chat_ids: list[int]) -> float:
     return engine.decode(n)
 
 
-def weight_bytes(path: Path) -> tuple[int, int]:
-    """(bytes a decode step reads, weights a prefill multiplies per token): all matrices
-    but the embedding table, which is only looked up, unless it is also the output."""
+def weight_bytes(path: Path) -> tuple[int, int, str]:
+    """(bytes a decode step reads, weights a prefill multiplies per token, the type holding
+    most of them): all matrices but the embedding table, which is only looked up, unless it
+    is also the output."""
+    from collections import Counter
+
     from nanosmol.gguf_file import GGUFFile
 
     with GGUFFile(path) as f:
         tied = "output.weight" not in f.tensors
         used = [t for name, t in f.tensors.items() if tied or name != "token_embd.weight"]
-        return sum(t.nbytes for t in used), sum(t.n_elements for t in used if len(t.shape) == 2)
+        by_type = Counter()
+        for t in used:
+            if len(t.shape) == 2:
+                by_type[t.type.name] += t.n_elements
+        return sum(t.nbytes for t in used), sum(by_type.values()), by_type.most_common(1)[0][0]
+
+
+def peak_of(peaks: dict, main_type: str) -> tuple[str, float | None]:
+    """The host peak (tools/peak.py) that bounds a prefill of weights mostly of main_type."""
+    if main_type in ("F32", "F16", "BF16"):
+        return "f32", peaks["f32"]
+    return ("q8_0", peaks["q8_0"]) if main_type == "Q8_0" else ("int8", peaks["int8"])
 
 
 def main():
@@ -137,10 +153,13 @@ def main():
     sys.path.append(site[0])  # after ours: our numpy, its llama_cpp
 
     from bandwidth import read_bandwidth
+    from peak import compute_peaks
 
-    bandwidth = read_bandwidth(args.threads)
+    bandwidth, peaks = read_bandwidth(args.threads), compute_peaks(args.threads)
+    measured = ", ".join(f"{kind} {value:.0f}" for kind, value in peaks.items() if value is not None)
     print(f"{describe_target()}; llama.cpp from {args.llama}; {args.threads} threads, "
-          f"medians of {args.rounds} rounds; read bandwidth {bandwidth:.1f} GB/s\n")
+          f"medians of {args.rounds} rounds; read bandwidth {bandwidth:.1f} GB/s; "
+          f"compute peaks (tools/peak.py, G operations/s): {measured}\n")
     print("| file | test | nanosmol t/s | llama.cpp t/s | ratio | nanosmol | llama.cpp |")
     print("|---|---|---|---|---|---|---|")
     for stem in args.files.split(","):
@@ -148,7 +167,8 @@ def main():
         if not path.exists():
             print(f"| {stem} | missing: {path} |", flush=True)
             continue
-        nbytes, n_weights = weight_bytes(path)
+        nbytes, n_weights, main_type = weight_bytes(path)
+        peak_name, peak = peak_of(peaks, main_type)
         engines = [Nanosmol(path, args.threads), LlamaCpp(path, args.threads)]
         vocab, chat_ids = engines[0].vocab, engines[0].chat_ids()
         for test in args.tests.split(","):
@@ -169,7 +189,8 @@ def main():
                 if test.startswith("tg"):
                     gbs = tps * nbytes / 1e9
                     return f"{gbs:.1f} GB/s ({100 * gbs / bandwidth:.0f}%)"
-                return f"{2 * n_weights * tps / 1e9:.0f} GFLOP/s"
+                flops = 2 * n_weights * tps / 1e9
+                return f"{flops:.0f} GFLOP/s" + (f" ({100 * flops / peak:.0f}% of {peak_name})" if peak else "")
 
             print(f"| {stem} | {test} | {ours:.1f} | {theirs:.1f} | {ours / theirs:.2f}x | {rate(ours)} | {rate(theirs)} |",
                   flush=True)
