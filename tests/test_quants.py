@@ -209,12 +209,13 @@ def test_matmul_rows_equal_matvecs(qtype, n, rows, n_blocks, seed):
 
 
 @pytest.mark.parametrize("qtype", INT_TYPES, ids=lambda t: t.name)
-@pytest.mark.parametrize("n", [3, 11, 12, 15, 16])
+@pytest.mark.parametrize("n", [3, 11, 12, 15, 16, 27, 30])
 def test_matmul_tail_padded_or_one_by_one_equals_matvecs(qtype, n):
-    """A batch's tokens past its groups of 8 go one by one (3, 11) or, from PADDED_TAIL on,
-    through the lanes beside zero rows (12, 15); the zero rows write nothing (out is exactly n
-    rows, and each equals the matvec), nor does an empty tail (16)."""
-    assert quants.lane_tokens(n) == {3: 0, 11: 8, 12: 16, 15: 16, 16: 16}[n]
+    """A batch's tokens past its groups of 8 go one by one (3, 11, 27) or, from PADDED_TAIL on,
+    through the lanes beside zero rows (12, 15, 30); the zero rows write nothing (out is exactly
+    n rows, and each equals the matvec), nor does an empty tail (16). Q8_0 takes 16 tokens a
+    pass where 16 are left: 27 goes 16 + 8 + 3, 30 two passes of 16, the second padded."""
+    assert quants.lane_tokens(n) == {3: 0, 11: 8, 12: 16, 15: 16, 16: 16, 27: 24, 30: 32}[n]
     m, _ = matrix(qtype, 21, 2, int(qtype))
     X = np.random.default_rng(n).standard_normal((n, m.cols)).astype(np.float32)
     expected = np.stack([m.matvec(x) for x in X])

@@ -23,7 +23,7 @@ from nanosmol.quants.blocks import (Q2_K, Q3_K, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5
 from nanosmol.quants.vecdot import (dot_q2_k, dot_q2_k_x8, dot_q3_k, dot_q3_k_x8, dot_q4_0, dot_q4_1, dot_q4_k, dot_q5_0,
                                     dot_q5_1, dot_q5_k, dot_q6_k, dot_q8_0, row_q4_0_by_tokens,
                                     row_q4_1_by_tokens, row_q4_k_by_tokens, row_q5_0_by_tokens, row_q5_1_by_tokens,
-                                    row_q5_k_by_tokens, row_q6_k_by_tokens, row_q8_0_by_tokens)
+                                    row_q5_k_by_tokens, row_q6_k_by_tokens, row_q8_0_by_16_tokens, row_q8_0_by_tokens)
 from nanosmol.quants.specialize import ConstantTypes
 from nanosmol.simd import (abs_max32, or_bits, prefetch, round_into32, stack_codes, stack_lanes, stack_token_lanes,
                           store_scaled_codes, store_scaled_int8, unpack_nibbles16)
@@ -332,10 +332,11 @@ TOKEN_LANE_TYPES = (Q4_K, Q5_K, Q6_K, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0)
 
 
 @njit(**INLINE)
-def row_by_tokens(qtype, row, v, n, at, sums):
+def row_by_tokens(qtype, row, v, n, at, sums, tokens=8):
     """sums[t] = the row's dot product with token t of the 8 whose activations start at at
-    (in token lanes: in_token_lanes), for the TOKEN_LANE_TYPES. Each branch passes
-    its scales as laid out side by side for its block size."""
+    (in token lanes: in_token_lanes), for the TOKEN_LANE_TYPES; Q8_0 also takes 16 (two
+    groups of 8, one after the other: tokens_per_pass). Each branch passes its scales as laid
+    out side by side for its block size."""
     if qtype == Q4_K:
         row_q4_k_by_tokens(sums, row, v.q256_by_8, at, v.d256_by_8, v.sum32_by_8, n // 256)
     elif qtype == Q6_K:
@@ -343,7 +344,10 @@ def row_by_tokens(qtype, row, v, n, at, sums):
     elif qtype == Q5_K:
         row_q5_k_by_tokens(sums, row, v.q256_by_8, at, v.d256_by_8, v.sum32_by_8, n // 256)
     elif qtype == Q8_0:
-        row_q8_0_by_tokens(sums, row, v.q32_by_8, at, v.d32_by_8, v.s32_by_8, n // 32)
+        if tokens == 16:
+            row_q8_0_by_16_tokens(sums, row, v.q32_by_8, at, v.d32_by_8, v.s32_by_8, n // 32, 8 * n)
+        else:
+            row_q8_0_by_tokens(sums, row, v.q32_by_8, at, v.d32_by_8, v.s32_by_8, n // 32)
     elif qtype == Q4_0:
         row_q4_0_by_tokens(sums, row, v.q32_by_8, at, v.d32_by_8, v.s32_by_8, n // 32)
     elif qtype == Q4_1:
@@ -352,6 +356,13 @@ def row_by_tokens(qtype, row, v, n, at, sums):
         row_q5_0_by_tokens(sums, row, v.q32_by_8, at, v.d32_by_8, v.s32_by_8, n // 32)
     else:
         row_q5_1_by_tokens(sums, row, v.q32_by_8, at, v.d32_by_8, v.s32_by_8, n // 32)
+
+
+@njit(**INLINE)
+def tokens_per_pass(qtype, t0, lanes):
+    """How many of the tokens from t0 on (of `lanes` in the lanes) row_by_tokens takes in one
+    pass over a row: 16 for Q8_0 where 16 are left, else 8."""
+    return 16 if qtype == Q8_0 and t0 + 16 <= lanes else 8
 
 
 @njit(**INLINE)

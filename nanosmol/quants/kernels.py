@@ -16,7 +16,7 @@ from numba import njit, prange
 from nanosmol.layers import silu
 from nanosmol.quants.blocks import BF16, F16, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q8_0, row_values
 from nanosmol.quants.intdot import (INT_DOT_TYPES, TOKEN_LANE_TYPES, dequantize_row_block32, dequantize_row_k4,
-                                    row_by_tokens, row_dot, row_dots)
+                                    row_by_tokens, row_dot, row_dots, tokens_per_pass)
 from nanosmol.quants.specialize import ConstantTypes
 from nanosmol.quants.vecdot import PREFILL_TOKENS, dot_bf16, dot_f16, dot_f32
 from nanosmol.simd import stack_token_lanes
@@ -142,8 +142,9 @@ def matmul_quantized(qtype, w, xq, n, out, lanes):
     """out[t] = W @ x_t for the rows x_t [n] of a batch quantized in xq (`quantize_rows`).
 
     Prefill's products, in integers as decode's: a task takes ROWS_PER_TASK weight rows
-    through the whole batch, PREFILL_TOKENS activation rows at a time, so each weight block
-    is unpacked once per PREFILL_TOKENS tokens while its rows stay in the core's cache. The
+    through the whole batch, PREFILL_TOKENS activation rows at a time (Q8_0: 16 where it can,
+    `tokens_per_pass`), so each weight block is unpacked once per pass while its rows stay in
+    the core's cache. The
     first `lanes` tokens (a multiple of PREFILL_TOKENS) go that way; where lanes passes the
     batch's end, xq holds zero rows there (`padded_tail`) and only the batch's are written.
     The tokens after lanes go one at a time.
@@ -152,14 +153,17 @@ def matmul_quantized(qtype, w, xq, n, out, lanes):
     for task in prange(n_tasks(w)):
         acc = stack_token_lanes()
         first, last = task_rows(w, task)
-        for t0 in range(0, lanes, PREFILL_TOKENS):
+        t0 = 0
+        while t0 < lanes:
+            tokens = tokens_per_pass(qtype, t0, lanes)
             for r in range(first, last):
                 if qtype in TOKEN_LANE_TYPES:
-                    row_by_tokens(qtype, w[r], xq, n, t0 * n, acc)
+                    row_by_tokens(qtype, w[r], xq, n, t0 * n, acc, tokens)
                 else:
                     row_dots(qtype, w[r], xq, n, t0 * n, PREFILL_TOKENS, acc)
-                for t in range(min(PREFILL_TOKENS, n_tokens - t0)):
+                for t in range(min(tokens, n_tokens - t0)):
                     out[t0 + t, r] = acc[t]
+            t0 += tokens
         for t in range(lanes, n_tokens):
             for r in range(first, last):
                 out[t, r] = row_dot(qtype, w[r], xq, n, t * n)
