@@ -144,10 +144,9 @@ def matmul_quantized(qtype, w, xq, n, out, lanes):
     Prefill's products, in integers as decode's: a task takes ROWS_PER_TASK weight rows
     through the whole batch, PREFILL_TOKENS activation rows at a time (Q8_0: 16 where it can,
     `tokens_per_pass`), so each weight block is unpacked once per pass while its rows stay in
-    the core's cache. The
-    first `lanes` tokens (a multiple of PREFILL_TOKENS) go that way; where lanes passes the
-    batch's end, xq holds zero rows there (`padded_tail`) and only the batch's are written.
-    The tokens after lanes go one at a time.
+    the core's cache. The first `lanes` tokens (a multiple of PREFILL_TOKENS) go that way;
+    where lanes passes the batch's end, xq holds zero rows there (`padded_tail`) and only the
+    batch's are written. The tokens after lanes go one at a time.
     """
     n_tokens = out.shape[0]
     for task in prange(n_tasks(w)):
