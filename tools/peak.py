@@ -32,7 +32,9 @@ from numba.extending import intrinsic
 from nanosmol.simd import I8x32, I16x16, I32x8, call_llvm, dot_bytes_vnni, target_has_avx2, target_has_vnni, vector_at
 from timing import best_time
 
-CHAINS, ROUNDS = 4, 4  # independent int8 accumulators (8 spilled registers), and their steps per iteration
+# 4 independent int8 accumulators, each stepped ROUNDS times per iteration (with 8, the sign
+# trick's loop needed 19 vector registers and spilled to the stack)
+CHAINS, ROUNDS = 4, 4
 STEPS = {"f32": 8 * 2 * 12, "int8": 32 * 2 * CHAINS * ROUNDS, "q8_0": 32 * 2 * CHAINS * ROUNDS}  # per iteration
 
 
@@ -62,7 +64,8 @@ def _int8_iteration(builder, vnni: bool, sign_trick: bool, weights, xs, accs):
 def _kernel(kind: str):
     @intrinsic
     def run(typingctx, data, out, iterations):
-        """Run `iterations` iterations of `kind`'s step; out[0] = something of the result."""
+        """Run `iterations` iterations of `kind`'s step; out[0] = a lane of the accumulators'
+        sum (so that the loop is not dead code)."""
 
         def codegen(context, builder, signature, args):
             data_t, out_t = signature.args[0], signature.args[1]

@@ -760,7 +760,7 @@ dot_q5_1, dot_q5_1_portable = _dot32(_block32_terms("Q5_1"), False), _dot32(_blo
 row_q8_0_by_tokens, row_q8_0_by_tokens_portable = _row32_by_tokens("Q8_0", 34), _row32_by_tokens("Q8_0", 34, True)
 # Q8_0 prepares its blocks with the most instructions per product on AVX2 (4 shuffles and 4 |w|
 # for 8 tokens' 256 products, beside 8 vpsignb, vpmaddubsw and vpmaddwd): prefill takes 16 of
-# them at once where it can (the 3B shapes, 512 tokens, AVX2: 121-130 -> 139-143 GFLOP/s).
+# them at once where it can (the 3B shapes, 512 tokens, AVX2: 118-131 -> 140-145 GFLOP/s).
 row_q8_0_by_16_tokens = _row32_by_tokens("Q8_0", 34, groups=2)
 row_q4_0_by_tokens, row_q4_0_by_tokens_portable = _row32_by_tokens("Q4_0", 18), _row32_by_tokens("Q4_0", 18, True)
 row_q4_1_by_tokens, row_q4_1_by_tokens_portable = _row32_by_tokens("Q4_1", 20), _row32_by_tokens("Q4_1", 20, True)
