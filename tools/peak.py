@@ -29,7 +29,8 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from nanosmol.simd import I8x32, I16x16, I32x8, call_llvm, dot_bytes_vnni, target_has_avx2, target_has_vnni, vector_at
+from nanosmol.simd import (I8x32, I16x16, I32x8, call_llvm, dot_bytes_vnni, madd_x86, target_has_avx2, target_has_vnni,
+                          vector_at)
 from timing import best_time
 
 # 4 independent int8 accumulators, each stepped ROUNDS times per iteration (with 8, the sign
@@ -52,10 +53,8 @@ def _int8_iteration(builder, vnni: bool, sign_trick: bool, weights, xs, accs):
         return [dot_bytes_vnni(builder, acc, weights, x) for acc, x in zip(accs, xs)]
     if sign_trick:
         magnitude = call_llvm(builder, "llvm.abs.v32i8", I8x32, [weights, ir.Constant(ir.IntType(1), 0)])
-        pairs = [call_llvm(builder, "llvm.x86.avx2.pmadd.ub.sw", I16x16,
-                           [magnitude, call_llvm(builder, "llvm.x86.avx2.psign.b", I8x32, [x, weights])]) for x in xs]
-        return [builder.add(acc, call_llvm(builder, "llvm.x86.avx2.pmadd.wd", I32x8, [p, ones16]))
-                for acc, p in zip(accs, pairs)]
+        signed_xs = [call_llvm(builder, "llvm.x86.avx2.psign.b", I8x32, [x, weights]) for x in xs]
+        return [builder.add(acc, madd_x86(builder, magnitude, x, ones16)) for acc, x in zip(accs, signed_xs)]
     # int16 accumulators (bitcast in I32x8 registers): pairs of small codes cannot saturate them here
     pairs = [call_llvm(builder, "llvm.x86.avx2.pmadd.ub.sw", I16x16, [weights, x]) for x in xs]
     return [builder.bitcast(builder.add(builder.bitcast(acc, I16x16), p), I32x8) for acc, p in zip(accs, pairs)]
