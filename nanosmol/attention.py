@@ -9,8 +9,10 @@ pairs: every key and value row is read once per step for all the query heads of 
 and a deep cache spreads over the threads. Each chunk keeps its own softmax maximum and
 sum, merged at the end (flash-decoding).
 
-Prefill (`attend_batch`) decodes the cache a tile of KEY_TILE slots at a time and runs BLAS
-on the tiles with an online softmax: no score matrix larger than a query block by a tile.
+Prefill (`attend_batch`) decodes the cache a tile of KEY_TILE slots at a time into float32
+and multiplies the tiles in registers (nanosmol/float_tiles.py) with an online softmax: no
+score matrix larger than a query block by a tile. Its jobs are (KV head, block of queries)
+pairs, in one parallel region like the matmuls around it.
 
 q4_0 caches hold keys and values rotated (nanosmol/kv/rotation.py), and keys less a shift
 per span of slots (nanosmol/kv/shift.py): both paths rotate the query alike before it
@@ -27,6 +29,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit, prange
 
+from nanosmol.float_tiles import COLS, tile_product
 from nanosmol.kv.rotation import rotate_rows, rotates
 from nanosmol.kv.shift import SPAN
 from nanosmol.layers import exp32
@@ -35,15 +38,13 @@ from nanosmol.quants.intdot import QuantizedVector, dequantize_row_block32, quan
 from nanosmol.quants.specialize import ConstantTypes, named_for
 from nanosmol.quants.vecdot import store_f16, store_f32
 from nanosmol.simd import max_into16, stack_lanes
-from nanosmol.workers import n_workers, parallel_map
 
 # ConstantTypes: decode passes the cache types as constants, and only their code compiles.
 JIT = dict(cache=True, fastmath=True, boundscheck=False, error_model="numpy", pipeline_class=ConstantTypes)
 INLINE = dict(JIT, inline="always")
 CHUNK = 256  # cache slots per decode job
-QUERY_BLOCK = 128  # prompt rows per prefill attention job at most
+QUERY_BLOCK = 32  # prompt queries per prefill attention job at most
 KEY_TILE = 256  # cache slots per prefill score tile
-SERIAL_QUERIES = 64  # up to this many prompt rows, attention runs on the calling thread
 HIDDEN = np.float32(-3.0e38)  # the score of a slot a query does not see: finite, as fastmath assumes
 
 
@@ -226,60 +227,36 @@ def merge_chunks(partial, chunk_max, chunk_sum, n_chunks, n_head, head_dim, out)
     return out
 
 
-@njit(nogil=True, **JIT)
-def decode_slots(cache_type, cache, first, last, out):
-    """out[h, k] = the values of slot first + k of KV head h: one tile of the cache, in float32."""
-    flat, row_bytes = cache.reshape(-1), cache.shape[2]
-    for h in range(cache.shape[0]):
-        for slot in range(first, last):
-            value_row(cache_type, flat, (h * cache.shape[1] + slot) * row_bytes, out[h, slot - first])
-    return out
-
-
-@cache
-def decode_slots_of_type(cache_type: int):
-    """decode_slots for Python's calls (prefill), compiled for this cache type alone."""
-
-    @njit(cache=True, nogil=True)
-    @named_for((cache_type,))
-    def decode_slots_of_type(cache, first, last, out):
-        return decode_slots(cache_type, cache, first, last, out)
-
-    return decode_slots_of_type
-
-
-@njit(nogil=True, **JIT)
-def softmax_tile(scores, positions, q_pos, top, total, correction):
+@njit(**JIT)
+def softmax_tile(scores, m, positions, q_pos, group, top, total, correction):
     """One tile of prefill's online softmax, in place, a score row at a time while it is in
     L1 (numpy's passes over the whole tile ran at memory speed: a third of the 135M model's
-    pp512). scores [kv head, (query, head in its group), slot]: each becomes its weight
-    e^(score - the row's maximum so far), or 0 where the query does not see the slot (empty, or
-    at a later position). top, total: each row's maximum and sum of weights so far, brought up
-    to date; correction: what the earlier tiles' weights are to be multiplied by."""
-    n_kv, rows, m = scores.shape
-    group = rows // q_pos.shape[0]
+    pp512). scores[r, :m] (m slots at `positions`), row r belonging to the query at
+    q_pos[r // group]: each becomes its weight e^(score - the row's maximum so far), or 0
+    where the query does not see the slot (empty, or at a later position). top, total: each
+    row's maximum and sum of weights so far, brought up to date; correction: what the earlier
+    tiles' weights are to be multiplied by."""
     in_order = positions[0] >= 0  # the slots hold consecutive positions (a prompt's cache)
     for j in range(1, m):
         in_order &= positions[j] == positions[0] + j
     lanes = stack_lanes()
-    for h in range(n_kv):
-        for r in range(rows):
-            row, seen = scores[h, r], q_pos[r // group]
-            if in_order:  # the slots a query sees are a prefix of the tile
-                visible = min(max(seen - positions[0] + 1, 0), m)
-            else:
-                visible = m
-                for j in range(m):
-                    row[j] = row[j] if positions[j] >= 0 and positions[j] <= seen else HIDDEN
-            best = row_max(row, visible, lanes, top[h, r])
-            weights = np.float32(0.0)
-            for j in range(visible):
-                row[j] = exp32(row[j] - best)
-                weights += row[j]
-            row[visible:] = 0.0
-            correction[h, r] = exp32(top[h, r] - best)
-            total[h, r] = total[h, r] * correction[h, r] + weights
-            top[h, r] = best
+    for r in range(scores.shape[0]):
+        row, seen = scores[r, :m], q_pos[r // group]
+        if in_order:  # the slots a query sees are a prefix of the tile
+            visible = min(max(seen - positions[0] + 1, 0), m)
+        else:
+            visible = m
+            for j in range(m):
+                row[j] = row[j] if positions[j] >= 0 and positions[j] <= seen else HIDDEN
+        best = row_max(row, visible, lanes, top[r])
+        weights = np.float32(0.0)
+        for j in range(visible):
+            row[j] = exp32(row[j] - best)
+            weights += row[j]
+        row[visible:] = 0.0
+        correction[r] = exp32(top[r] - best)
+        total[r] = total[r] * correction[r] + weights
+        top[r] = best
 
 
 @njit(**INLINE)
@@ -297,54 +274,117 @@ def row_max(row, n, lanes, start):
     return best
 
 
+@njit(**JIT)
+def slots_seen(slot_pos, first, last, newest):
+    """How many of the slots first..last-1 to score: up to the last one holding a position
+    not after `newest` (the block's latest query); the ones after it no query sees."""
+    m = 0
+    for j in range(last - first):
+        if 0 <= slot_pos[first + j] <= newest:
+            m = j + 1
+    return m
+
+
+@njit(**JIT)
+def attend_query_block(k_type, v_type, q, q_at, k_cache, v_cache, k_shift, slot_pos, q_pos, n_filled, kv, group,
+                       head_dim, out, out_at):
+    """One KV head's attention for the rows of a block of queries: rows r < len(q_pos) * group
+    of the query matrix held in q (flat, from q_at, head_dim apart), into out alike.
+
+    The cache goes by in tiles of KEY_TILE slots, decoded to float32 (keys transposed, the
+    product's B), with an online softmax across tiles: no score matrix larger than the block
+    by a tile."""
+    rows, slots = q_pos.shape[0] * group, k_cache.shape[1]
+    width = -(-head_dim // COLS) * COLS  # a mixed row, padded to the products' strips
+    scores = np.empty((rows, KEY_TILE), np.float32)
+    keys_t = np.zeros((head_dim, KEY_TILE), np.float32)
+    values, mixed = np.zeros((KEY_TILE, width), np.float32), np.zeros((rows, width), np.float32)
+    row = np.empty(head_dim, np.float32)
+    top, total, correction = np.full(rows, HIDDEN), np.zeros(rows, np.float32), np.empty(rows, np.float32)
+    k_flat, v_flat = k_cache.reshape(-1), v_cache.reshape(-1)
+    scores_flat, keys_flat, values_flat, mixed_flat = (scores.reshape(-1), keys_t.reshape(-1), values.reshape(-1),
+                                                       mixed.reshape(-1))
+    newest = q_pos.max()
+    for first in range(0, n_filled, KEY_TILE):
+        m = slots_seen(slot_pos, first, min(first + KEY_TILE, n_filled), newest)
+        if m == 0:
+            continue
+        cols = -(-m // COLS) * COLS
+        for j in range(m):
+            slot = kv * slots + first + j
+            value_row(k_type, k_flat, slot * k_cache.shape[2], row)
+            if rotates(k_type):  # the slot's key shift back in
+                row += k_shift[(first + j) // SPAN]
+            keys_t[:, j] = row
+            value_row(v_type, v_flat, slot * v_cache.shape[2], row)
+            values[j, :head_dim] = row
+        keys_t[:, m:cols] = 0.0  # the strips' last columns: no slot
+        values[m:cols] = 0.0
+        tile_product(scores_flat, 0, KEY_TILE, q, q_at, head_dim, keys_flat, 0, KEY_TILE, rows, cols, head_dim, False)
+        softmax_tile(scores, m, slot_pos[first : first + m], q_pos, group, top, total, correction)
+        for r in range(rows):
+            scores[r, m:cols] = 0.0
+            mixed[r] *= correction[r]
+        tile_product(mixed_flat, 0, width, scores_flat, 0, KEY_TILE, values_flat, 0, width, rows, width, cols, True)
+    for r in range(rows):
+        inverse = np.float32(1.0) / total[r]
+        for i in range(head_dim):
+            out[out_at + r * head_dim + i] = mixed[r, i] * inverse
+
+
+@njit(parallel=True, **JIT)
+def attend_prompt(k_type, v_type, queries, k_cache, v_cache, k_shift, slot_pos, q_pos, n_filled, group, blocks, out):
+    """attend_query_block for every (KV head, block of QUERY_BLOCK queries starting at one of
+    `blocks`), spread over the threads. queries, out: [n_kv, len(q_pos) * group, head_dim]."""
+    n_kv, n_q, head_dim = queries.shape[0], q_pos.shape[0], queries.shape[2]
+    q_flat, out_flat = queries.reshape(-1), out.reshape(-1)
+    for job in prange(n_kv * blocks.shape[0]):
+        kv, t0 = job % n_kv, blocks[job // n_kv]
+        t1 = min(t0 + QUERY_BLOCK, n_q)
+        at = (kv * n_q + t0) * group * head_dim
+        attend_query_block(k_type, v_type, q_flat, at, k_cache, v_cache, k_shift[kv], slot_pos, q_pos[t0:t1],
+                           n_filled, kv, group, head_dim, out_flat, at)
+
+
+@cache
+def attend_prompt_of_types(k_type: int, v_type: int):
+    """attend_prompt for Python's calls (prefill), compiled for these cache types alone."""
+
+    @njit(cache=True)
+    @named_for((k_type, v_type))
+    def attend_prompt_of_types(queries, k_cache, v_cache, k_shift, slot_pos, q_pos, n_filled, group, blocks, out):
+        return attend_prompt(k_type, v_type, queries, k_cache, v_cache, k_shift, slot_pos, q_pos, n_filled, group,
+                             blocks, out)
+
+    return attend_prompt_of_types
+
+
+def balanced_blocks(n_queries: int) -> np.ndarray:
+    """Where the query blocks start, the longest (latest, which see the most slots) and the
+    shortest in turn: the threads take equal runs of jobs, and so about equal work."""
+    starts, order = list(range(0, n_queries, QUERY_BLOCK)), []
+    while starts:
+        order.append(starts.pop())
+        if starts:
+            order.append(starts.pop(0))
+    return np.array(order, np.int64)
+
+
 def attend_batch(q, k_cache, v_cache, k_type, v_type, k_shift, slot_pos, q_pos, n_filled, n_head, head_dim, out):
-    """attend() for a prompt block, through BLAS: all heads of a block of queries at once,
-    over the cache one tile of KEY_TILE slots at a time (an online softmax across tiles).
-
-    A query sees every filled slot whose position is not after its own. Blocks of queries
-    go to the worker threads; up to SERIAL_QUERIES rows stay on this thread, where the
-    hand-off to a worker costs more than the work (64 rows: 230 us here, 390 us spread).
-    """
-    n_kv = k_cache.shape[0]
+    """attend() for a prompt block: every KV head's query rows [query, head in its group] at
+    once, a block of queries per job (`attend_prompt`)."""
+    n_kv, n_q = k_cache.shape[0], len(q)
     group = n_head // n_kv
-    scale = np.float32(1.0 / math.sqrt(head_dim))
-    decode_keys, decode_values = decode_slots_of_type(k_type), decode_slots_of_type(v_type)
-
-    def block(t0):
-        t1 = min(t0 + size, len(q))
-        n = t1 - t0
-        # [kv head, (query, head in its group), head_dim]: one batched matmul for every head.
-        queries = q[t0:t1].reshape(n, n_kv, group * head_dim).transpose(1, 0, 2).reshape(n_kv, n * group, head_dim)
-        queries = queries * scale
-        if rotates(k_type):  # keys stored rotated: the queries alike
-            queries = rotate_rows(queries.reshape(-1, head_dim), head_dim).reshape(queries.shape)
-        top = np.full((n_kv, n * group), HIDDEN, np.float32)
-        total, correction = (np.zeros((n_kv, n * group), np.float32) for _ in range(2))
-        mixed = np.zeros((n_kv, n * group, head_dim), np.float32)
-        keys, values = (np.empty((n_kv, KEY_TILE, head_dim), np.float32) for _ in range(2))
-        for first in range(0, n_filled, KEY_TILE):
-            positions = slot_pos[first : min(first + KEY_TILE, n_filled)]
-            seen = ((positions >= 0) & (positions[None, :] <= q_pos[t0:t1, None])).any(axis=0)  # by some query
-            if not seen.any():
-                continue
-            m = np.flatnonzero(seen)[-1] + 1  # the slots after the last one seen need no scores
-            last, positions = first + m, positions[:m]
-            decode_keys(k_cache, first, last, keys)
-            if rotates(k_type):  # each slot's key shift back in
-                keys[:, :m] += k_shift[:, np.arange(first, last) // SPAN]
-            decode_values(v_cache, first, last, values)
-            scores = np.matmul(queries, keys[:, :m].transpose(0, 2, 1))
-            softmax_tile(scores, positions, q_pos[t0:t1], top, total, correction)
-            mixed *= correction[:, :, None]
-            mixed += np.matmul(scores, values[:, :m])
-        mixed /= total[:, :, None]
-        if rotates(v_type):  # a weighted sum of rotated values: turned back
-            mixed = rotate_rows(mixed.reshape(-1, head_dim), head_dim).reshape(mixed.shape)
-        out[t0:t1] = mixed.reshape(n_kv, n, group * head_dim).transpose(1, 0, 2).reshape(n, -1)
-
-    size = len(q) if len(q) <= SERIAL_QUERIES else min(QUERY_BLOCK, -(-len(q) // n_workers()))
-    if size == len(q):
-        block(0)
-    else:
-        parallel_map(block, reversed(range(0, len(q), size)))  # the longest first: later queries see more
+    queries = np.empty((n_kv, n_q, group * head_dim), np.float32)  # a copy: q stays as it is
+    np.multiply(q.reshape(n_q, n_kv, group * head_dim).transpose(1, 0, 2), np.float32(1.0 / math.sqrt(head_dim)),
+                out=queries)
+    queries = queries.reshape(n_kv, n_q * group, head_dim)
+    if rotates(k_type):  # keys stored rotated: the queries alike
+        rotate_rows(queries.reshape(-1, head_dim), head_dim)
+    mixed = np.empty_like(queries)
+    attend_prompt_of_types(k_type, v_type)(queries, k_cache, v_cache, k_shift, slot_pos, q_pos, n_filled, group,
+                                           balanced_blocks(n_q), mixed)
+    if rotates(v_type):  # a weighted sum of rotated values: turned back
+        rotate_rows(mixed.reshape(-1, head_dim), head_dim)
+    out[:] = mixed.reshape(n_kv, n_q, group * head_dim).transpose(1, 0, 2).reshape(n_q, -1)
     return out

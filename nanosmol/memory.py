@@ -10,6 +10,7 @@ from typing import Any
 
 from nanosmol.attention import CHUNK, KEY_TILE, QUERY_BLOCK
 from nanosmol.config import ModelConfig
+from nanosmol.float_tiles import COLS
 from nanosmol.kv.types import CACHE_TYPES, CacheTypes, cache_bytes
 from nanosmol.workers import n_workers
 
@@ -47,8 +48,9 @@ def scratch_bytes(c: ModelConfig, ctx: int) -> int:
     chunk = min(ctx, PREFILL_CHUNK)
     q, kv = c.n_head * c.head_dim, c.n_head_kv * c.head_dim
     activations = chunk * (3 * c.n_embd + q + 2 * kv + 3 * c.n_ff) * F32
-    prefill_tiles = n_workers() * (min(chunk, QUERY_BLOCK) * c.n_head * (KEY_TILE + 2 * c.head_dim)
-                                   + 2 * kv * KEY_TILE) * F32
+    rows, width = min(chunk, QUERY_BLOCK) * (c.n_head // c.n_head_kv), -(-c.head_dim // COLS) * COLS
+    job = rows * (KEY_TILE + width) + KEY_TILE * (c.head_dim + width)  # scores, mixed rows; keys, values
+    prefill_tiles = (n_workers() * job + 2 * chunk * q) * F32  # and the queries and outputs by KV head
     decode_scores = c.n_head * (ctx + -(-ctx // CHUNK) * (c.head_dim + 2)) * F32
     logits = chunk * c.vocab_size * F32
     return activations + prefill_tiles + decode_scores + logits
