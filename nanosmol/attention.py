@@ -23,7 +23,6 @@ output back when the values are rotated.
 from __future__ import annotations
 
 import math
-from functools import cache
 from typing import NamedTuple
 
 import numpy as np
@@ -35,7 +34,7 @@ from nanosmol.kv.shift import SPAN
 from nanosmol.layers import exp32
 from nanosmol.quants.blocks import F16, Q4_0, Q8_0
 from nanosmol.quants.intdot import QuantizedVector, dequantize_row_block32, quantize_values, row_dot_block32
-from nanosmol.quants.specialize import ConstantTypes, named_for
+from nanosmol.quants.specialize import ConstantTypes
 from nanosmol.quants.vecdot import store_f16, store_f32
 from nanosmol.simd import max_into16, stack_lanes
 
@@ -346,19 +345,6 @@ def attend_prompt(k_type, v_type, queries, k_cache, v_cache, k_shift, slot_pos, 
                            n_filled, kv, group, head_dim, out_flat, at)
 
 
-@cache
-def attend_prompt_of_types(k_type: int, v_type: int):
-    """attend_prompt for Python's calls (prefill), compiled for these cache types alone."""
-
-    @njit(cache=True)
-    @named_for((k_type, v_type))
-    def attend_prompt_of_types(queries, k_cache, v_cache, k_shift, slot_pos, q_pos, n_filled, group, blocks, out):
-        return attend_prompt(k_type, v_type, queries, k_cache, v_cache, k_shift, slot_pos, q_pos, n_filled, group,
-                             blocks, out)
-
-    return attend_prompt_of_types
-
-
 def balanced_blocks(n_queries: int) -> np.ndarray:
     """Where the query blocks start, the longest (latest, which see the most slots) and the
     shortest in turn: the threads take equal runs of jobs, and so about equal work."""
@@ -382,8 +368,11 @@ def attend_batch(q, k_cache, v_cache, k_type, v_type, k_shift, slot_pos, q_pos, 
     if rotates(k_type):  # keys stored rotated: the queries alike
         rotate_rows(queries.reshape(-1, head_dim), head_dim)
     mixed = np.empty_like(queries)
-    attend_prompt_of_types(k_type, v_type)(queries, k_cache, v_cache, k_shift, slot_pos, q_pos, n_filled, group,
-                                           balanced_blocks(n_q), mixed)
+    # The cache types as plain arguments: one compiled kernel serves every pair (per pair, as
+    # constants, each took ~7 s to compile and ran no faster: the branches are per row, and
+    # 135m-q8's pp512 attention took 203-215 ms against 188-216, taking turns).
+    attend_prompt(k_type, v_type, queries, k_cache, v_cache, k_shift, slot_pos, q_pos, n_filled, group,
+                  balanced_blocks(n_q), mixed)
     if rotates(v_type):  # a weighted sum of rotated values: turned back
         rotate_rows(mixed.reshape(-1, head_dim), head_dim)
     out[:] = mixed.reshape(n_kv, n_q, group * head_dim).transpose(1, 0, 2).reshape(n_q, -1)
