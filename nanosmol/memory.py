@@ -12,6 +12,7 @@ from nanosmol.attention import CHUNK, KEY_TILE, QUERY_BLOCK
 from nanosmol.config import ModelConfig
 from nanosmol.float_tiles import COLS
 from nanosmol.kv.types import CACHE_TYPES, CacheTypes, cache_bytes
+from nanosmol.quants.q8_0_tiles import ROWS
 from nanosmol.workers import n_workers
 
 F32 = 4
@@ -44,10 +45,14 @@ def memory_estimate(c: ModelConfig, weight_bytes: int, ctx: int, types: CacheTyp
 
 
 def scratch_bytes(c: ModelConfig, ctx: int) -> int:
-    """Activations of a prefill batch, its logits, attention's tiles and decode's per-slot scores."""
+    """Activations of a prefill batch (and quantized: int8 in blocks of 32 and 256, each also in
+    token lanes, and int16 for Q8_0's tiles, with each task's tile), its logits, attention's
+    tiles and decode's per-slot scores."""
     chunk = min(ctx, PREFILL_CHUNK)
     q, kv = c.n_head * c.head_dim, c.n_head_kv * c.head_dim
-    activations = chunk * (3 * c.n_embd + q + 2 * kv + 3 * c.n_ff) * F32
+    widest = max(c.n_embd, c.n_ff, q)
+    activations = chunk * (3 * c.n_embd + q + 2 * kv + 3 * c.n_ff) * F32 + chunk * widest * (4 + 2)
+    activations += n_workers() * ROWS * widest * 2
     rows, width = min(chunk, QUERY_BLOCK) * (c.n_head // c.n_head_kv), -(-c.head_dim // COLS) * COLS
     job = rows * (KEY_TILE + width) + KEY_TILE * (c.head_dim + width)  # scores, mixed rows; keys, values
     prefill_tiles = (n_workers() * job + 2 * chunk * q) * F32  # and the queries and outputs by KV head

@@ -19,7 +19,8 @@ from nanosmol import quants
 from nanosmol.quants import (SMALL_BATCH, SUPPORTED_TYPES, TILE_ROWS, TRANSPOSED_BATCH, QuantMatrix, UnsupportedTypeError,
                              matmul_all, quantize_batch)
 from nanosmol.quants.intdot import ACTIVATION_BLOCK, QuantizedVector, quantize_rows, quantize_vector
-from nanosmol.quants.kernels import WIDE_ROW, matvec_qkv, matvec_swiglu
+from nanosmol.quants.kernels import WIDE_ROW, matvec_qkv, matvec_swiglu, rows_by_token_lanes
+from nanosmol.quants.q8_0_tiles import MIN_TOKENS, ROWS, rows_by_tokens, uses_tiles
 from nanosmol.quants.blocks import block_geometry
 from nanosmol.quants.synthetic import SCALE_OFFSETS, random_blocks
 
@@ -158,16 +159,16 @@ def test_quantize_vector_rounds_to_nearest(n_blocks, seed, magnitude):
        seed=st.integers(0, 2**32 - 1))
 def test_quantize_batch_on_workers_equals_one_pass(tokens, width, sizes, seed):
     """Prefill's activations quantized in parts by the workers, into a scratch kept between
-    calls, in the block sizes asked for, are the one-pass result bit for bit: every field the
-    batch fills, as far as it fills it (the token-lane fields: its whole groups of 8; the
-    256-value ones: 256-wide rows)."""
+    calls, in the block sizes asked for (those of 32 also widened), are the one-pass result
+    bit for bit: every field the batch fills, as far as it fills it (the token-lane fields:
+    its whole groups of 8; the 256-value ones: 256-wide rows)."""
     X = np.random.default_rng(seed).standard_normal((tokens, width)).astype(np.float32)
     quantize_batch(np.ones((150, 512), np.float32))  # the scratch holds an earlier, larger batch
     with patch.object(quants, "SPLIT_QUANTIZATION", 0):  # split even these small batches
-        ours = quantize_batch(X, sizes)
-    one_pass = quantize_rows(X, QuantizedVector.empty(X.size), 0, tokens)
+        ours = quantize_batch(X, sizes, 32 in sizes)
+    one_pass = quantize_rows(X, QuantizedVector.empty(X.size), 0, tokens, True, True, True)
     whole_groups = tokens - tokens % 8
-    fields = ["q32", "d32", "s32", "d32_by_8", "s32_by_8", "q32_by_8"] if 32 in sizes else []
+    fields = ["q32", "d32", "s32", "d32_by_8", "s32_by_8", "q32_by_8", "q32_wide"] if 32 in sizes else []
     if width % 256 == 0 and 256 in sizes:
         fields += ["q256", "d256", "sum16", "sum32", "q256_by_8", "d256_by_8", "sum32_by_8", "sum16_by_8"]
     for field in fields:
@@ -175,11 +176,13 @@ def test_quantize_batch_on_workers_equals_one_pass(tokens, width, sizes, seed):
         reach = int(values * field_density(field))
         assert reach > 0 or values == 0
         assert np.array_equal(getattr(ours, field)[:reach], getattr(one_pass, field)[:reach]), field
+    if 32 in sizes:
+        assert np.array_equal(ours.q32_wide[: X.size], ours.q32[: X.size])
 
 
 def field_density(field: str) -> float:
     """Entries of a QuantizedVector field per activation value."""
-    base = field.removesuffix("_by_8")
+    base = field.removesuffix("_by_8").removesuffix("_wide")
     return {"q32": 1, "d32": 1 / 32, "s32": 1 / 32, "q256": 1, "d256": 1 / 256, "sum16": 1 / 16, "sum32": 1 / 32}[base]
 
 
@@ -223,6 +226,47 @@ def test_matmul_tail_padded_or_one_by_one_equals_matvecs(qtype, n):
     matmul_all([m], X, [out[:n]])
     np.testing.assert_allclose(out[:n], expected, rtol=1e-5, atol=1e-6 * float(np.abs(expected).max()))
     assert np.isnan(out[n]).all()
+
+
+Q8 = int(T.Q8_0)
+
+
+@numba.njit(cache=True)
+def q8_0_by_token_lanes(w, xq, n, out, lanes):
+    for first in range(0, w.shape[0], ROWS):
+        rows_by_token_lanes(Q8, w, first, min(w.shape[0], first + ROWS), xq, n, out, lanes)
+
+
+@numba.njit(cache=True)
+def q8_0_by_tiles(w, xq, n, out, lanes):
+    tile, scales = np.empty(ROWS * n, np.int16), np.empty(n // 2, np.float32)
+    for first in range(0, w.shape[0], ROWS):
+        rows_by_tokens(w, first, min(w.shape[0], first + ROWS), xq, n, out, lanes, tile, scales)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=st.integers(1, 40), n_blocks=st.integers(1, 4), groups=st.integers(MIN_TOKENS // 8, 7),
+       all_minus_128=st.booleans(), seed=st.integers(0, 2**32 - 1))
+def test_q8_0_tiles_equal_token_lanes(rows, n_blocks, groups, all_minus_128, seed):
+    """Q8_0's int16 tiles (16 rows widened, 6 tokens a pass, the last pass starting early
+    where the tokens are no multiple of 6) give the token-lane kernel's results bit for bit,
+    for every row count (a last task of fewer than 16 rows widens value by value) and for
+    codes of -128, whose magnitude the sign trick takes as 128. Where the target has no
+    tiles (no AVX2, or VNNI), prefill never takes them."""
+    lanes = 8 * groups
+    if not uses_tiles(Q8, lanes):
+        assert not any(uses_tiles(Q8, t) for t in range(0, 1025, 8))
+        return
+    assert not uses_tiles(Q8, MIN_TOKENS - 8) and not uses_tiles(int(T.Q4_0), lanes)
+    m, _ = matrix(T.Q8_0, rows, n_blocks, seed)
+    if all_minus_128:
+        m.raw.reshape(rows, n_blocks, 34)[:, 0, 2:] = 0x80
+    X = np.random.default_rng(seed + 1).standard_normal((lanes, m.cols)).astype(np.float32)
+    xq = quantize_batch(X, (32,), True)
+    ours, expected = (np.full((lanes, rows), np.nan, np.float32) for _ in range(2))
+    q8_0_by_tiles(m.raw, xq, m.cols, ours, lanes)
+    q8_0_by_token_lanes(m.raw, xq, m.cols, expected, lanes)
+    assert np.array_equal(ours, expected)
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])

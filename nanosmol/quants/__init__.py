@@ -10,6 +10,7 @@ from gguf import GGMLQuantizationType
 from nanosmol.quants.blocks import SUPPORTED_TYPES, block_geometry
 from nanosmol.quants import typed_kernels
 from nanosmol.quants.intdot import ACTIVATION_BLOCK, QuantizedVector, quantize_rows, quantize_vector
+from nanosmol.quants.q8_0_tiles import uses_tiles
 from nanosmol.quants.vecdot import PREFILL_TOKENS
 from nanosmol.workers import n_workers, parallel_map
 
@@ -114,7 +115,8 @@ def matmul_all(matrices: list[QuantMatrix], X: np.ndarray, outs: list[np.ndarray
     integer = [(m, out) for m, out in zip(matrices, outs) if m.integer_products]
     if integer:
         lanes = lane_tokens(len(X))
-        xq = quantize_batch(padded_tail(X, lanes), {ACTIVATION_BLOCK[m.code] for m, _ in integer})
+        wide = any(uses_tiles(m.code, lanes) for m, _ in integer)
+        xq = quantize_batch(padded_tail(X, lanes), {ACTIVATION_BLOCK[m.code] for m, _ in integer}, wide)
         for m, out in integer:
             typed_kernels.matmul_quantized(m.code)(m.raw, xq, X.shape[1], out, lanes)
     floats = [(m, out) for m, out in zip(matrices, outs) if not m.integer_products]
@@ -139,9 +141,10 @@ def padded_tail(X: np.ndarray, lanes: int) -> np.ndarray:
     return np.concatenate([X, np.zeros((lanes - len(X), X.shape[1]), np.float32)])
 
 
-def quantize_batch(X: np.ndarray, block_sizes=(32, 256)) -> QuantizedVector:
+def quantize_batch(X: np.ndarray, block_sizes=(32, 256), wide32: bool = False) -> QuantizedVector:
     """X's rows quantized for prefill (`quantize_rows`) in the activation block sizes its
-    weights take (a Q8_0 model's batch needs no blocks of 256, a Q4_K one's none of 32), on
+    weights take (a Q8_0 model's batch needs no blocks of 256, a Q4_K one's none of 32, and
+    its blocks of 32 widened where it multiplies in int16: `q8_0_tiles.uses_tiles`), on
     every worker, 8-row groups each, into this thread's scratch. (Serial and into fresh
     arrays, this took 8% of a 3B model's prefill: 17 ms per 512 rows of 11008, 5 ms of it
     page faults. Split, 7.5 ms; but 64 rows of 576 take 0.1 ms, and handing them to the
@@ -149,7 +152,7 @@ def quantize_batch(X: np.ndarray, block_sizes=(32, 256)) -> QuantizedVector:
     xq = getattr(_scratch, "xq", None)
     if xq is None or xq.q32.size < X.size:
         xq = _scratch.xq = QuantizedVector.empty(X.size)
-    sizes = 32 in block_sizes, 256 in block_sizes
+    sizes = 32 in block_sizes, 256 in block_sizes, wide32
     groups = -(-len(X) // 8)
     per_worker = -(-groups // n_workers())
     bounds = [(8 * g, min(len(X), 8 * (g + per_worker))) for g in range(0, groups, per_worker)]

@@ -65,6 +65,7 @@ class QuantizedVector(NamedTuple):
     d256_by_8: np.ndarray  # float32 [n / 256]: d256 of those tokens side by side, block by block
     sum32_by_8: np.ndarray  # int16 [n / 32]: their sum32, per block: pairs of sub-blocks, token by token
     sum16_by_8: np.ndarray  # int16 [n / 16]: their sum16 the same way (Q6_K's offsets)
+    q32_wide: np.ndarray  # int16 [n]: q32 widened (quantize_rows with wide32: prefill's Q8_0 tiles)
 
     @classmethod
     def empty(cls, n: int) -> "QuantizedVector":
@@ -73,7 +74,7 @@ class QuantizedVector(NamedTuple):
                    np.zeros(n, np.int8), np.zeros(n // 256 + 1, np.float32), np.zeros(n // 16, np.int16),
                    np.zeros(n // 32, np.int16), np.zeros(n // 32, np.float32), np.zeros(n // 32, np.float32),
                    np.zeros(n, np.int8), np.zeros(n, np.int8), np.zeros(n // 256 + 1, np.float32),
-                   np.zeros(n // 32, np.int16), np.zeros(n // 16, np.int16))
+                   np.zeros(n // 32, np.int16), np.zeros(n // 16, np.int16), np.zeros(n, np.int16))
 
 
 @njit(**INLINE)
@@ -125,10 +126,11 @@ def quantize_vector(x, v):
 
 
 @njit(nogil=True, **JIT)
-def quantize_rows(X, v, first, last, blocks32=True, blocks256=True):
+def quantize_rows(X, v, first, last, blocks32=True, blocks256=True, wide32=False):
     """Quantize rows first..last of X [tokens, n] (C-contiguous) into v, one after another:
     token t's values from t * n on, in blocks of 32 and (where n allows) of 256, or only in
-    the sizes asked for (what the batch's weight types take: ACTIVATION_BLOCK). No block
+    the sizes asked for (what the batch's weight types take: ACTIVATION_BLOCK); with wide32,
+    the blocks of 32 also widened to int16 (Q8_0's prefill tiles: q8_0_tiles.py). No block
     spans two rows, as n is a whole number of blocks. first is a multiple of 8, and so is
     last unless it is the end: each group of 8 rows also goes into prefill's token lanes.
     Without the GIL: workers take parts of X."""
@@ -143,6 +145,9 @@ def quantize_rows(X, v, first, last, blocks32=True, blocks256=True):
                     v.d32_by_8[8 * g * blocks + 8 * b + t] = v.d32[(8 * g + t) * blocks + b]
                     v.s32_by_8[8 * g * blocks + 8 * b + t] = v.s32[(8 * g + t) * blocks + b]
         in_token_lanes(v.q32, v.q32_by_8, groups, n)
+        if wide32:
+            for i in range(first * n, last * n):
+                v.q32_wide[i] = v.q32[i]
     if blocks256:
         in_token_lanes(v.q256, v.q256_by_8, groups, n)
         k_quant_sums_side_by_side(v, groups, n)

@@ -17,13 +17,14 @@ from nanosmol.layers import silu
 from nanosmol.quants.blocks import BF16, F16, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q8_0, row_values
 from nanosmol.quants.intdot import (INT_DOT_TYPES, TOKEN_LANE_TYPES, dequantize_row_block32, dequantize_row_k4,
                                     row_by_tokens, row_dot, row_dots, tokens_per_pass)
+from nanosmol.quants.q8_0_tiles import ROWS, rows_by_tokens, tiles_take
 from nanosmol.quants.specialize import ConstantTypes
 from nanosmol.quants.vecdot import PREFILL_TOKENS, dot_bf16, dot_f16, dot_f32
 from nanosmol.simd import stack_token_lanes
 
 # ConstantTypes: a kernel called with its type as a constant compiles that type's code only.
 JIT = dict(cache=True, fastmath=True, boundscheck=False, error_model="numpy", pipeline_class=ConstantTypes)
-ROWS_PER_TASK = 16  # rows a thread takes at a time: amortizes scratch set-up, balances load
+ROWS_PER_TASK = ROWS  # rows a thread takes at a time: amortizes scratch set-up, balances load; Q8_0's tile
 
 
 @njit(**JIT)
@@ -137,6 +138,23 @@ def matvec_swiglu(t_gate, w_gate, t_up, w_up, x, xq, out, up):
             out[r] = silu(out[r]) * up[r]
 
 
+@njit(inline="always", **JIT)
+def rows_by_token_lanes(qtype, w, first, last, xq, n, out, lanes):
+    """out[t, first:last] = rows first..last of W times token t, for the first `lanes` tokens,
+    8 or 16 a pass in the token lanes (the rows are in the core's cache from the first pass)."""
+    acc, t0 = stack_token_lanes(), 0
+    while t0 < lanes:
+        tokens = tokens_per_pass(qtype, t0, lanes)
+        for r in range(first, last):
+            if qtype in TOKEN_LANE_TYPES:
+                row_by_tokens(qtype, w[r], xq, n, t0 * n, acc, tokens)
+            else:
+                row_dots(qtype, w[r], xq, n, t0 * n, PREFILL_TOKENS, acc)
+            for t in range(min(tokens, out.shape[0] - t0)):
+                out[t0 + t, r] = acc[t]
+        t0 += tokens
+
+
 @njit(parallel=True, **JIT)
 def matmul_quantized(qtype, w, xq, n, out, lanes):
     """out[t] = W @ x_t for the rows x_t [n] of a batch quantized in xq (`quantize_rows`).
@@ -146,24 +164,18 @@ def matmul_quantized(qtype, w, xq, n, out, lanes):
     `tokens_per_pass`), so each weight block is unpacked once per pass while its rows stay in
     the core's cache. The first `lanes` tokens (a multiple of PREFILL_TOKENS) go that way;
     where lanes passes the batch's end, xq holds zero rows there (`padded_tail`) and only the
-    batch's are written. The tokens after lanes go one at a time.
+    batch's are written. The tokens after lanes go one at a time. Q8_0 on AVX2 without VNNI
+    widens the task's rows to int16 once and takes them 6 tokens at a time instead
+    (`q8_0_tiles`; xq then holds the activations widened too).
     """
-    n_tokens = out.shape[0]
     for task in prange(n_tasks(w)):
-        acc = stack_token_lanes()
         first, last = task_rows(w, task)
-        t0 = 0
-        while t0 < lanes:
-            tokens = tokens_per_pass(qtype, t0, lanes)
-            for r in range(first, last):
-                if qtype in TOKEN_LANE_TYPES:
-                    row_by_tokens(qtype, w[r], xq, n, t0 * n, acc, tokens)
-                else:
-                    row_dots(qtype, w[r], xq, n, t0 * n, PREFILL_TOKENS, acc)
-                for t in range(min(tokens, n_tokens - t0)):
-                    out[t0 + t, r] = acc[t]
-            t0 += tokens
-        for t in range(lanes, n_tokens):
+        if qtype == Q8_0 and tiles_take(lanes):  # the constant type prunes this for the others
+            tile, scales = np.empty(ROWS * n, np.int16), np.empty(n // 2, np.float32)
+            rows_by_tokens(w, first, last, xq, n, out, lanes, tile, scales)
+        else:
+            rows_by_token_lanes(qtype, w, first, last, xq, n, out, lanes)
+        for t in range(lanes, out.shape[0]):
             for r in range(first, last):
                 out[t, r] = row_dot(qtype, w[r], xq, n, t * n)
     return out
