@@ -9,7 +9,10 @@ independent accumulators (more than the step's latency keeps busy), best of 9 ru
   6-bit types, whose small codes let several pairs add before one vpmaddwd), or one vpdpbusd
   where the target has VNNI;
 - `q8_0`: llama.cpp's sign trick for int8 x int8 (vpsignb, vpmaddubsw, vpmaddwd, vpaddd per 32
-  products: Q8_0 weights without VNNI), or vpdpbusd with VNNI.
+  products: Q8_0 weights without VNNI), or vpdpbusd with VNNI;
+- `int16`: vpmaddwd and vpaddd per 16 products (vpdpwssd with VNNI): our Q8_0 prefill where
+  Numba compiles for AVX2 without VNNI (`nanosmol/quants/q8_0_tiles.py`), whose rows and
+  activations are widened to int16 first.
 
 Counted as 2 operations per product, as prefill's GFLOP/s are (2 x weights x tokens).
 Only where Numba compiles for AVX2 (`--isa avx2` or `native` on x86); elsewhere int8 and
@@ -29,14 +32,15 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from nanosmol.simd import (I8x32, I16x16, I32x8, call_llvm, dot_bytes_vnni, madd_x86, target_has_avx2, target_has_vnni,
-                          vector_at)
+from nanosmol.simd import (I8x32, I16x16, I32x8, call_llvm, dot_bytes_vnni, dot_pairs_vnni, madd_x86, target_has_avx2,
+                          target_has_vnni, vector_at)
 from timing import best_time
 
 # 4 independent int8 accumulators, each stepped ROUNDS times per iteration (with 8, the sign
 # trick's loop needed 19 vector registers and spilled to the stack)
 CHAINS, ROUNDS = 4, 4
-STEPS = {"f32": 8 * 2 * 12, "int8": 32 * 2 * CHAINS * ROUNDS, "q8_0": 32 * 2 * CHAINS * ROUNDS}  # per iteration
+STEPS = {"f32": 8 * 2 * 12, "int8": 32 * 2 * CHAINS * ROUNDS, "q8_0": 32 * 2 * CHAINS * ROUNDS,
+         "int16": 16 * 2 * CHAINS * ROUNDS}  # per iteration
 
 
 def _opaque(builder, value):
@@ -46,12 +50,18 @@ def _opaque(builder, value):
     return builder.call(asm, [value])
 
 
-def _int8_iteration(builder, vnni: bool, sign_trick: bool, weights, xs, accs):
+def _int8_iteration(builder, vnni: bool, kind: str, weights, xs, accs):
     """A step on each of the CHAINS accumulators; returns the new ones."""
     ones16 = ir.Constant(I16x16, [1] * 16)
+    if kind == "int16":
+        pairs = [builder.bitcast(x, I16x16) for x in xs]
+        if vnni:
+            return [dot_pairs_vnni(builder, acc, builder.bitcast(weights, I16x16), x) for acc, x in zip(accs, pairs)]
+        return [builder.add(acc, call_llvm(builder, "llvm.x86.avx2.pmadd.wd", I32x8, [builder.bitcast(weights, I16x16), x]))
+                for acc, x in zip(accs, pairs)]
     if vnni:
         return [dot_bytes_vnni(builder, acc, weights, x) for acc, x in zip(accs, xs)]
-    if sign_trick:
+    if kind == "q8_0":
         magnitude = call_llvm(builder, "llvm.abs.v32i8", I8x32, [weights, ir.Constant(ir.IntType(1), 0)])
         signed_xs = [call_llvm(builder, "llvm.x86.avx2.psign.b", I8x32, [x, weights]) for x in xs]
         return [builder.add(acc, madd_x86(builder, magnitude, x, ones16)) for acc, x in zip(accs, signed_xs)]
@@ -87,7 +97,7 @@ def _kernel(kind: str):
                 else:
                     new = current
                     for _ in range(ROUNDS):  # weights made opaque anew: no round's products are another's
-                        new = _int8_iteration(builder, vnni, kind == "q8_0", _opaque(builder, weights), xs, new)
+                        new = _int8_iteration(builder, vnni, kind, _opaque(builder, weights), xs, new)
                 for s, value in zip(state, new):
                     builder.store(value, s)
             total = builder.load(state[0])
