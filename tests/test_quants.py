@@ -250,9 +250,9 @@ def q8_0_by_tiles(w, xq, n, out, lanes):
 def test_q8_0_tiles_equal_token_lanes(rows, n_blocks, groups, all_minus_128, seed):
     """Q8_0's int16 tiles (16 rows widened, 6 tokens a pass, the last pass starting early
     where the tokens are no multiple of 6) give the token-lane kernel's results bit for bit,
-    for every row count (a last task of fewer than 16 rows widens value by value) and for
-    codes of -128, whose magnitude the sign trick takes as 128. Where the target has no
-    tiles (no AVX2, or VNNI), prefill never takes them."""
+    for every row count (a last task of fewer than 16 rows repeats its last row in the tile)
+    and for codes of -128, whose magnitude the sign trick takes as 128. Where the target has
+    no tiles (no AVX2, or VNNI), prefill never takes them."""
     lanes = 8 * groups
     if not uses_tiles(Q8, lanes):
         assert not any(uses_tiles(Q8, t) for t in range(0, 1025, 8))

@@ -84,21 +84,25 @@ def _transpose8(builder, rows):
 
 
 @intrinsic
-def _widen_16_rows(typingctx, tile, w, first, n_blocks):
-    """The codes of Q8_0 rows first..first + 15 of W into the tile (see widen_rows)."""
+def _widen_16_rows(typingctx, tile, w, first, last, n_blocks):
+    """The codes of Q8_0 rows first..first + 15 of W into the tile (see widen_rows); a row at or
+    past last takes row last - 1's codes."""
 
     def codegen(context, builder, signature, args):
         b, i64 = builder, ir.IntType(64)
         c = lambda v: ir.Constant(i64, v)
         i8x32, i16x32, i32x16 = (ir.VectorType(ir.IntType(bits), n) for bits, n in ((8, 32), (16, 32), (32, 16)))
         half = lambda v, h: b.shuffle_vector(v, v, ir.Constant(ir.VectorType(ir.IntType(32), 8), list(range(8 * h, 8 * h + 8))))
-        row_bytes = b.mul(args[3], c(34))
-        with cgutils.for_range(b, args[3]) as loop:
+        first, last, n_blocks = args[2], args[3], args[4]
+        row_bytes = b.mul(n_blocks, c(34))
+        rows = [b.add(first, c(r)) for r in range(ROWS)]
+        rows = [b.select(b.icmp_signed("<", r, last), r, b.sub(last, c(1))) for r in rows]
+        with cgutils.for_range(b, n_blocks) as loop:
             k = loop.index
             for g in range(2):  # rows 8g..8g + 7: their 16 pairs each, as int32
                 pairs = []
                 for lane in range(8):
-                    at = b.add(b.mul(b.add(args[2], c(8 * g + lane)), row_bytes), b.add(b.mul(k, c(34)), c(2)))
+                    at = b.add(b.mul(rows[8 * g + lane], row_bytes), b.add(b.mul(k, c(34)), c(2)))
                     codes = b.load(vector_at(context, b, signature.args[1], args[1], at, i8x32), align=1)
                     pairs.append(b.bitcast(b.sext(codes, i16x32), i32x16))
                 for h in range(2):
@@ -108,28 +112,21 @@ def _widen_16_rows(typingctx, tile, w, first, n_blocks):
                                 align=1)
         return context.get_dummy_value()
 
-    return types.none(tile, w, types.int64, types.int64), codegen
+    return types.none(tile, w, types.int64, types.int64, types.int64), codegen
 
 
 @njit(**INLINE)
 def widen_rows(w, first, last, tile, scales):
     """Rows first..last (at most ROWS) of the Q8_0 matrix W into the int16 tile and their
     scales: value 2p + h of block k of row r at tile[512k + 32p + 16(r // 8) + 2(r % 8) + h],
-    its scale at scales[16k + r]. Rows past last are zeros."""
+    its scale at scales[16k + r]. A last task's rows past last repeat row last - 1: their sums
+    are computed and never written."""
     blocks = w.shape[1] // 34
     for r in range(ROWS):
+        row = w[min(first + r, last - 1)]
         for k in range(blocks):
-            scales[16 * k + r] = f16(w[first + r], 34 * k) if first + r < last else np.float32(0.0)
-    if last - first == ROWS:
-        _widen_16_rows(tile, w, first, blocks)
-        return
-    codes = w.view(np.int8)  # a last task of fewer rows: value by value
-    for r in range(ROWS):
-        lanes = 16 * (r // 8) + 2 * (r % 8)
-        for k in range(blocks):
-            for i in range(32):
-                code = codes[first + r, 34 * k + 2 + i] if first + r < last else np.int8(0)
-                tile[512 * k + 32 * (i // 2) + lanes + i % 2] = code
+            scales[16 * k + r] = f16(row, 34 * k)
+    _widen_16_rows(tile, w, first, last, blocks)
 
 
 # -- a block of 16 rows by 6 tokens, as assembly ------------------------------------------
